@@ -1,0 +1,161 @@
+"""The building blocks every recipe shares, each defined once: trainer and parallelism, optimizer and
+schedule, logging and checkpointing, resume. Defaults are sized for one node of 8 x 80 GB GPUs;
+recipes change only what differs for their model, and `on_cpu` turns any recipe into a CPU run.
+"""
+
+import nemo_run as run
+import torch
+from megatron.core.distributed import DistributedDataParallelConfig
+from megatron.core.optimizer import OptimizerConfig
+from nemo import lightning as nl
+from nemo.collections.common.tokenizers.huggingface.auto_tokenizer import AutoTokenizer
+from nemo.lightning.pytorch.optim import CosineAnnealingScheduler
+
+from models.catalog import MODELS
+
+RESULTS_DIR = "results"
+
+
+def _dotted(path: str):
+    module, _, name = path.rpartition(".")
+    return getattr(__import__(module, fromlist=[name]), name)
+
+
+def tokenizer(model_name: str) -> run.Config:
+    return run.Config(AutoTokenizer, pretrained_model_name=MODELS[model_name].tokenizer)
+
+
+def model(model_name: str) -> run.Config:
+    """The NeMo model of a catalog row; architecture numbers come from the row, nowhere else."""
+    spec = MODELS[model_name]
+    config = run.Config(_dotted(spec.config_class), **spec.config_overrides)
+    return run.Config(_dotted(spec.model_class), config=config)
+
+
+def strategy() -> run.Config:
+    return run.Config(
+        nl.MegatronStrategy,
+        tensor_model_parallel_size=1,
+        pipeline_model_parallel_size=1,
+        virtual_pipeline_model_parallel_size=None,
+        context_parallel_size=1,
+        sequence_parallel=False,
+        pipeline_dtype=torch.bfloat16,
+        gradient_as_bucket_view=True,
+        ckpt_async_save=True,
+        ckpt_parallel_load=True,
+        ddp=run.Config(
+            DistributedDataParallelConfig,
+            check_for_nan_in_grad=True,
+            grad_reduce_in_fp32=True,
+            overlap_grad_reduce=True,
+            overlap_param_gather=True,
+            average_in_collective=True,
+        ),
+    )
+
+
+def precision(name: str = "bf16-mixed") -> run.Config:
+    """Mixed precision; fp8 is switched on with `trainer.plugins.fp8=hybrid` (needs Transformer Engine)."""
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16, "32": torch.float32}[name]
+    return run.Config(
+        nl.MegatronMixedPrecision,
+        precision=name,
+        params_dtype=dtype,
+        pipeline_dtype=dtype,
+        autocast_enabled=False,
+        grad_reduce_in_fp32=dtype != torch.float32,
+        fp8=None,
+        fp8_recipe="delayed",
+    )
+
+
+def trainer(max_steps: int = 1000) -> run.Config:
+    return run.Config(
+        nl.Trainer,
+        accelerator="gpu",
+        num_nodes=1,
+        devices=8,
+        max_steps=max_steps,
+        val_check_interval=100,
+        limit_val_batches=32,
+        limit_test_batches=32,
+        log_every_n_steps=10,
+        accumulate_grad_batches=1,
+        use_distributed_sampler=False,
+        strategy=strategy(),
+        plugins=precision("bf16-mixed"),
+        callbacks=[],
+    )
+
+
+def optimizer(lr: float = 3e-4, warmup_steps: int = 100, min_lr_ratio: float = 0.1) -> run.Config:
+    """Adam with warmup then cosine decay to `min_lr_ratio * lr`."""
+    return run.Config(
+        nl.MegatronOptimizerModule,
+        config=run.Config(
+            OptimizerConfig,
+            optimizer="adam",
+            lr=lr,
+            weight_decay=0.1,
+            adam_beta1=0.9,
+            adam_beta2=0.95,
+            adam_eps=1e-5,
+            clip_grad=1.0,
+            bf16=True,
+            fp16=False,
+            params_dtype=torch.float32,
+            use_distributed_optimizer=True,
+            optimizer_cpu_offload=False,
+            optimizer_offload_fraction=0.0,
+        ),
+        lr_scheduler=run.Config(
+            CosineAnnealingScheduler,
+            warmup_steps=warmup_steps,
+            constant_steps=0,
+            min_lr=lr * min_lr_ratio,
+        ),
+    )
+
+
+def logger(name: str, every_n_train_steps: int = 100, keep: int = 2) -> run.Config:
+    """Logs and checkpoints under results/<name>; no datetime folder, so a rerun finds its checkpoints."""
+    return run.Config(
+        nl.NeMoLogger,
+        name=name,
+        log_dir=RESULTS_DIR,
+        use_datetime_version=False,
+        tensorboard=None,
+        wandb=None,
+        ckpt=run.Config(
+            nl.ModelCheckpoint,
+            every_n_train_steps=every_n_train_steps,
+            save_top_k=keep,
+            monitor="reduced_train_loss",
+            save_last=True,
+            # A checkpoint without optimizer state cannot resume: keep it on the final save too.
+            save_optim_on_train_end=True,
+            filename="{model_name}--{step}-{consumed_samples}",
+        ),
+    )
+
+
+def resume() -> run.Config:
+    return run.Config(nl.AutoResume, resume_if_exists=True, resume_ignore_no_checkpoint=True)
+
+
+def on_cpu(recipe: run.Partial, processes: int = 1) -> run.Partial:
+    """Turns a recipe into a CPU run over gloo: full precision, no async or fused GPU machinery."""
+    recipe.trainer.accelerator = "cpu"
+    recipe.trainer.devices = processes
+    recipe.trainer.plugins = precision("32")
+    strategy = recipe.trainer.strategy
+    strategy.pipeline_dtype = torch.float32
+    strategy.ckpt_async_save = False
+    strategy.ddp.overlap_grad_reduce = False
+    strategy.ddp.overlap_param_gather = False
+    strategy.ddp.grad_reduce_in_fp32 = False
+    recipe.optim.config.bf16 = False
+    recipe.optim.config.use_distributed_optimizer = False
+    recipe.model.config.params_dtype = torch.float32
+    return recipe

@@ -1,0 +1,5 @@
+"""Errors caused by what the user asked for: the launcher prints them as one clear message, no trace."""
+
+
+class UserError(Exception):
+    pass

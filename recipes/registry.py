@@ -1,0 +1,93 @@
+"""Finds recipes by name: every function decorated with `@recipe` in a module of recipes/.
+
+Discovery reads the source files rather than importing them, so listing recipes costs no NeMo
+import; building one imports only its module. A recipe named `<model>_<algorithm>` says both.
+"""
+
+import ast
+import difflib
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from recipes.errors import UserError
+
+RECIPES_DIR = Path(__file__).resolve().parent
+ALGORITHMS = ("pretrain", "sft", "lora", "dpo", "dpo_lora", "simpo", "simpo_lora")
+
+
+def recipe(function):
+    """Marks a function returning a nemo_run.Partial as a launchable recipe."""
+    function.__recipe__ = True
+    return function
+
+
+@dataclass(frozen=True)
+class RecipeInfo:
+    name: str
+    module: str
+    path: Path
+    line: int
+    description: str
+
+    @property
+    def algorithm(self) -> str:
+        return next(a for a in sorted(ALGORITHMS, key=len, reverse=True) if self.name.endswith(f"_{a}"))
+
+    @property
+    def model(self) -> str:
+        return self.name[: -len(self.algorithm) - 1]
+
+
+class UsageError(UserError):
+    pass
+
+
+class UnknownRecipe(UserError):
+    def __init__(self, name: str, known: list[str]):
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        super().__init__(f"unknown recipe '{name}'{hint} (`python launch.py --list` shows all {len(known)})")
+
+
+def _is_recipe_decorator(node: ast.expr) -> bool:
+    return (isinstance(node, ast.Name) and node.id == "recipe") or (
+        isinstance(node, ast.Attribute) and node.attr == "recipe"
+    )
+
+
+def _recipes_in(path: Path) -> list[RecipeInfo]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and any(map(_is_recipe_decorator, node.decorator_list)):
+            doc = ast.get_docstring(node) or ""
+            found.append(RecipeInfo(node.name, f"recipes.{path.stem}", path, node.lineno, doc.split("\n")[0]))
+    return found
+
+
+def discover() -> dict[str, RecipeInfo]:
+    recipes = {}
+    for path in sorted(RECIPES_DIR.glob("*.py")):
+        if "@recipe" not in path.read_text():
+            continue
+        for info in _recipes_in(path):
+            if info.name in recipes:
+                raise ValueError(f"recipe '{info.name}' is defined twice: {recipes[info.name].path} and {path}")
+            if not any(info.name.endswith(f"_{a}") for a in ALGORITHMS):
+                raise ValueError(f"{path}:{info.line}: recipe '{info.name}' must be named <model>_<{'|'.join(ALGORITHMS)}>")
+            recipes[info.name] = info
+    return recipes
+
+
+def find(name: str) -> RecipeInfo:
+    recipes = discover()
+    if name not in recipes:
+        raise UnknownRecipe(name, sorted(recipes))
+    return recipes[name]
+
+
+def build(name: str):
+    """The recipe's fresh nemo_run.Partial."""
+    info = find(name)
+    return getattr(importlib.import_module(info.module), name)()

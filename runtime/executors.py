@@ -1,0 +1,39 @@
+"""nemo_run executors for a recipe, sized from the recipe's own trainer.
+
+One process runs in this interpreter (nemo_run's direct mode: the same build-then-call of the
+task, without a second NeMo import); more run under torchrun, one process per device.
+"""
+
+import nemo_run as run
+import torch
+
+from recipes.errors import UserError
+
+
+def for_recipe(recipe) -> run.LocalExecutor | None:
+    """None means nemo_run's direct, in-process run."""
+    if recipe.trainer.num_nodes * recipe.trainer.devices == 1:
+        return None
+    return run.LocalExecutor(ntasks_per_node=recipe.trainer.devices, launcher="torchrun")
+
+
+def check_can_run(recipe) -> None:
+    if recipe.trainer.num_nodes != 1:
+        raise UserError(
+            f"trainer.num_nodes={recipe.trainer.num_nodes}: the local executor runs on this machine only (use executor=slurm)"
+        )
+    if recipe.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        raise UserError("trainer.accelerator='gpu' but this machine has no CUDA device: run a tiny_* recipe, or --dryrun")
+
+
+def describe(executor: run.LocalExecutor | None, name: str) -> str:
+    if executor is None:
+        return f"in this process (nemo_run direct run of {name}: 1 process)"
+    return (
+        f"torchrun --nnodes {executor.nnodes()} --nproc-per-node {executor.nproc_per_node()} "
+        f"-m nemo_run.core.runners.fdl_runner -n {name} <serialized task>"
+    )
+
+
+def launch(task: run.Partial, executor: run.LocalExecutor | None, name: str) -> None:
+    run.run(task, executor=executor, direct=executor is None, name=name)

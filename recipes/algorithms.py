@@ -9,6 +9,7 @@ from recipes import blocks
 
 # A recipe that needs a corpus the user prepares leaves this in place; validation names the key.
 UNSET_PATH = "<set data.paths to prepared corpus prefixes>"
+UNSET_DATASET = "<set data.dataset_root to a folder from python -m data.sft convert>"
 
 
 def pretraining_data(model_name: str, paths: list, seq_length: int, global_batch_size: int) -> run.Config:
@@ -47,4 +48,69 @@ def pretrain(
         resume=blocks.resume(),
     )
     recipe.model.config.seq_length = seq_length
+    return recipe
+
+
+def finetuning_data(model_name: str, dataset_root: str, seq_length: int, global_batch_size: int) -> run.Config:
+    """Prompt/response JSONL (training.jsonl, validation.jsonl) from `python -m data.sft convert`;
+    the loss covers the response only."""
+    return run.Config(
+        llm.FineTuningDataModule,
+        dataset_root=dataset_root,
+        seq_length=seq_length,
+        tokenizer=blocks.tokenizer(model_name),
+        micro_batch_size=1,
+        global_batch_size=global_batch_size,
+        num_workers=2,
+        seed=1234,
+    )
+
+
+def sft(
+    model_name: str,
+    *,
+    seq_length: int = 4096,
+    global_batch_size: int = 128,
+    dataset_root: str = UNSET_DATASET,
+    max_steps: int = 1000,
+    lr: float = 5e-6,
+) -> run.Partial:
+    """Full-parameter supervised fine-tuning, starting from the model's imported NeMo checkpoint."""
+    recipe = run.Partial(
+        llm.finetune,
+        model=blocks.model(model_name),
+        data=finetuning_data(model_name, dataset_root, seq_length, global_batch_size),
+        trainer=blocks.trainer(max_steps=max_steps),
+        log=blocks.logger(f"{model_name}_sft", every_n_train_steps=max(1, max_steps // 10)),
+        optim=blocks.optimizer(lr=lr, warmup_steps=min(50, max_steps // 10), min_lr_ratio=0.0),
+        resume=blocks.resume(),
+        peft=None,
+        tokenizer="data",  # one tokenizer, the data module's, for the model too
+    )
+    recipe.model.config.seq_length = seq_length
+    recipe.resume.restore_config = blocks.restore_from(model_name)
+    return recipe
+
+
+def lora(
+    model_name: str,
+    *,
+    rank: int = 16,
+    alpha: int = 32,
+    dropout: float = 0.05,
+    lr: float = 1e-4,
+    **sft_arguments,
+) -> run.Partial:
+    """LoRA on the attention and MLP projections; the same data and schedule as full SFT."""
+    recipe = sft(model_name, lr=lr, **sft_arguments)
+    recipe.peft = run.Config(
+        llm.peft.LoRA,
+        dim=rank,
+        alpha=alpha,
+        dropout=dropout,
+        target_modules=["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"],
+    )
+    recipe.log.name = f"{model_name}_lora"
+    # Adapters are small: no need to shard the optimizer state, and TP rarely pays off.
+    recipe.optim.config.use_distributed_optimizer = False
     return recipe

@@ -144,6 +144,14 @@ def resume() -> run.Config:
     return run.Config(nl.AutoResume, resume_if_exists=True, resume_ignore_no_checkpoint=True)
 
 
+def restore_from(model_name: str) -> run.Config | None:
+    """Fine-tuning starts from the weights `python -m conversion.hf_to_nemo` imported for the model."""
+    spec = MODELS[model_name]
+    if spec.hf_id is None:
+        return None
+    return run.Config(nl.RestoreConfig, path=f"nemo://{spec.hf_id}", load_optim_state=False)
+
+
 def on_cpu(recipe: run.Partial, processes: int = 1) -> run.Partial:
     """Turns a recipe into a CPU run over gloo: full precision, no async or fused GPU machinery."""
     recipe.trainer.accelerator = "cpu"

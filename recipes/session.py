@@ -16,14 +16,25 @@ class Prepared:
     name: str
     config: run.Partial
     machine_changes: list[str] = field(default_factory=list)
+    executor: str = "local"  # or "slurm" (runtime/slurm.py)
+    executor_config: object = None  # run.Config(run.SlurmExecutor, ...) for executor=slurm
+    jobs: int = 1  # executor=slurm: a chain of dependent jobs (--jobs)
+    after: str | None = None  # executor=slurm: a Slurm job id or nemo_run experiment to start after (--after)
 
 
 def prepare(name: str, override_args: list[str], fit_to_machine: bool = True) -> Prepared:
+    kind, executor_args, override_args = executors.split_args(override_args)
     config = registry.build(name)
     overrides.apply(config, override_args)
     changes = machine.adapt(config) if fit_to_machine else []
     validation.validate(config)
-    return Prepared(name, config, changes)
+    prepared = Prepared(name, config, changes, executor=kind)
+    if kind == "slurm":
+        from runtime import slurm
+
+        prepared.executor_config = slurm.apply_overrides(slurm.executor_config(config), executor_args)
+        slurm.check_no_secrets(prepared.executor_config)
+    return prepared
 
 
 def _parent_and_leaf(config, key: str):
@@ -75,7 +86,51 @@ def task(prepared: Prepared) -> run.Partial:
     return run.Partial(entry.train, recipe=prepared.config)
 
 
+def _check_local_options(prepared: Prepared) -> None:
+    if prepared.jobs != 1 or prepared.after:
+        raise UserError("--jobs and --after chain Slurm jobs: add executor=slurm")
+
+
+def slurm_steps(prepared: Prepared) -> list:
+    """(job name, task, None) per job of the chain: --jobs N splits trainer.max_steps into step targets."""
+    from runtime import slurm
+
+    recipes = slurm.chain_recipes(prepared.config, prepared.jobs)
+    if len(recipes) == 1:
+        return [(prepared.name, task(prepared), None)]
+    return [(f"{prepared.name}-{k}", run.Partial(entry.train, recipe=r), None) for k, r in enumerate(recipes, 1)]
+
+
+def slurm_dryrun(prepared: Prepared) -> str:
+    from runtime import slurm
+
+    executor = slurm.build(prepared.executor_config)
+    after = [f"<{prepared.after}>"] if prepared.after else []
+    parts = [f"# recipe: {prepared.name}", resolve.to_yaml(prepared.config).rstrip()]
+    if prepared.machine_changes:
+        parts.append("# fitted to this machine:\n" + "\n".join(f"#   {c}" for c in prepared.machine_changes))
+    parts.append("# executor (slurm):\n" + slurm.describe_config(prepared.executor_config))
+    for job_name, script in slurm.render(prepared.name, executor, slurm_steps(prepared), after):
+        parts.append(f"# ---- sbatch script of {job_name} (submitted with: sbatch --requeue --parsable SCRIPT)\n{script.rstrip()}")
+    return "\n".join(parts)
+
+
+def slurm_launch(prepared: Prepared) -> int:
+    from runtime import slurm
+
+    after = slurm.resolve_after(prepared.after) if prepared.after else []
+    executor = slurm.build(prepared.executor_config)
+    experiment_id, jobs = slurm.submit(prepared.name, executor, slurm_steps(prepared), after)
+    print(f"experiment: {experiment_id}")
+    for job_name, job_id in jobs:
+        print(f"slurm job {job_id}: {job_name}")
+    return 0
+
+
 def dryrun(prepared: Prepared) -> str:
+    if prepared.executor == "slurm":
+        return slurm_dryrun(prepared)
+    _check_local_options(prepared)
     executor = executors.for_recipe(prepared.config)
     parts = [f"# recipe: {prepared.name}", resolve.to_yaml(prepared.config).rstrip()]
     if prepared.machine_changes:
@@ -85,6 +140,9 @@ def dryrun(prepared: Prepared) -> str:
 
 
 def launch(prepared: Prepared) -> int:
+    if prepared.executor == "slurm":
+        return slurm_launch(prepared)
+    _check_local_options(prepared)
     executor = executors.for_recipe(prepared.config)
     executors.check_can_run(prepared.config)
     executors.launch(task(prepared), executor, prepared.name)

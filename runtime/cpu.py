@@ -88,6 +88,8 @@ def _redirect_cuda_runtime():
     torch.cuda.stream = lambda stream=None: contextlib.nullcontext()
     torch.cuda.current_stream = lambda device=None: _NoStream()
     torch.cuda.default_stream = lambda device=None: _NoStream()
+    # NeMo's SFT sample mapping counts ranks with the legacy torch.cuda.LongTensor constructor.
+    torch.cuda.LongTensor = torch.LongTensor
 
 
 def _redirect_rng_tracker():

@@ -17,6 +17,26 @@ def for_recipe(recipe) -> run.LocalExecutor | None:
     return run.LocalExecutor(ntasks_per_node=recipe.trainer.devices, launcher="torchrun")
 
 
+EXECUTOR_KINDS = ("local", "slurm")
+
+
+def split_args(args: list[str]) -> tuple[str, list[str], list[str]]:
+    """(kind, executor overrides without the 'executor.' prefix, recipe overrides) from the command line."""
+    kind, executor_args, rest = "local", [], []
+    for text in args:
+        if text.startswith("executor="):
+            kind = text.partition("=")[2].strip()
+            if kind not in EXECUTOR_KINDS:
+                raise UserError(f"executor={kind!r}: choose one of {', '.join(EXECUTOR_KINDS)}")
+        elif text.startswith("executor."):
+            executor_args.append(text[len("executor."):])
+        else:
+            rest.append(text)
+    if executor_args and kind != "slurm":
+        raise UserError(f"{'executor.' + executor_args[0]}: executor.<key>=value settings need executor=slurm")
+    return kind, executor_args, rest
+
+
 def check_can_run(recipe) -> None:
     if recipe.trainer.num_nodes != 1:
         raise UserError(

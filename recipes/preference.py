@@ -1,0 +1,146 @@
+"""Preference optimisation defaults, written once: `dpo(model_name, lora)` and `simpo(model_name, lora)`.
+
+Both return an `llm.finetune` partial over `data.preference_module.PreferenceDataModule` with the
+`training.preference.PreferenceTraining` callback carrying the loss (`trainer.callbacks[0]`).
+
+Reference model (DPO): with `lora=True` the same weights with the adapters switched off
+(reference="adapters_off": no copy, no pre-pass); full-parameter DPO precomputes the starting weights'
+log-probs for every pair before the first step (reference="precomputed": one forward pass over the
+data, no second model in memory; needs pipeline parallel 1). SimPO has no reference.
+
+SimPO defaults (Meng, Xia, Chen, "SimPO", NeurIPS 2024; hyperparameter table of the paper and of
+github.com/princeton-nlp/SimPO): Llama-3-8B-Instruct v0.2 (ArmoRM-labelled data) beta=10,
+gamma/beta=0.3 -> gamma=3.0, lr 1e-6 -- the default here. Other rows, as recalled from the paper's
+table (check before relying on them): Mistral-7B-Base beta=2.0 gamma=1.6; Mistral-7B-Instruct beta=2.5
+gamma=0.25; Llama-3-8B-Base beta=2.0 gamma=1.0; Llama-3-8B-Instruct (v0.1) beta=2.5 gamma=1.4;
+Gemma-2-9B-it beta=10 gamma/beta=0.5. `SIMPO_SETTINGS` holds them; pass `beta=`/`gamma=` to override.
+"""
+
+import nemo_run as run
+from nemo.collections import llm
+
+from recipes import blocks
+from training.preference import DPOLoss, PreferenceTraining, SimPOLoss
+
+UNSET_PAIRS = "<set data.paths to preference pair files (python -m data.preference formats)>"
+
+# (beta, gamma) from the SimPO paper's tuned settings, by model family; see the module docstring.
+SIMPO_SETTINGS = {
+    "llama3_instruct": (10.0, 3.0),
+    "llama3_instruct_v0.1": (2.5, 1.4),
+    "llama3_base": (2.0, 1.0),
+    "mistral_instruct": (2.5, 0.25),
+    "mistral_base": (2.0, 1.6),
+    "gemma2_instruct": (10.0, 5.0),
+}
+
+
+def preference_data(model_name: str, paths: list, seq_length: int, global_batch_size: int) -> run.Config:
+    """Pairs of `paths`; micro/global batch sizes count sequences (2 per pair) and must be even."""
+    from data.preference_module import PreferenceDataModule
+
+    return run.Config(
+        PreferenceDataModule,
+        paths=paths,
+        tokenizer=blocks.tokenizer(model_name),
+        template="chatml",
+        seq_length=seq_length,
+        micro_batch_size=2,
+        global_batch_size=global_batch_size,
+        validation_pairs=0,
+        seed=1234,
+        num_workers=0,
+    )
+
+
+def _preference(model_name, loss, reference, lora, *, name, seq_length, global_batch_size, paths, max_steps, lr,
+                lora_rank, lora_alpha) -> run.Partial:
+    recipe = run.Partial(
+        llm.finetune,
+        model=blocks.model(model_name),
+        data=preference_data(model_name, paths or [UNSET_PAIRS], seq_length, global_batch_size),
+        trainer=blocks.trainer(max_steps=max_steps),
+        log=blocks.logger(f"{model_name}_{name}", every_n_train_steps=max(1, max_steps // 10)),
+        optim=blocks.optimizer(lr=lr, warmup_steps=max(1, min(100, max_steps // 10)), min_lr_ratio=0.0),
+        resume=blocks.resume(),
+        peft=None,
+        tokenizer="data",
+    )
+    recipe.trainer.callbacks = [run.Config(PreferenceTraining, loss=loss, reference=reference)]
+    recipe.trainer.limit_val_batches = 0
+    recipe.log.ckpt.monitor = "reduced_train_loss"
+    recipe.model.config.seq_length = seq_length
+    restore = getattr(blocks, "restore_from", None)
+    recipe.resume.restore_config = restore(model_name) if restore else None
+    if lora:
+        recipe.peft = run.Config(
+            llm.peft.LoRA,
+            dim=lora_rank,
+            alpha=lora_alpha,
+            dropout=0.0,
+            target_modules=["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"],
+        )
+        recipe.optim.config.use_distributed_optimizer = False
+    return recipe
+
+
+def dpo(
+    model_name: str,
+    lora: bool = False,
+    *,
+    beta: float = 0.1,
+    label_smoothing: float = 0.0,
+    seq_length: int = 4096,
+    global_batch_size: int = 128,
+    paths: list | None = None,
+    max_steps: int = 1000,
+    lr: float | None = None,
+    lora_rank: int = 16,
+    lora_alpha: int = 32,
+) -> run.Partial:
+    """DPO (beta 0.1, as in the DPO paper's experiments); lr 5e-7 full, 5e-6 LoRA, unless given."""
+    return _preference(
+        model_name,
+        run.Config(DPOLoss, beta=beta, label_smoothing=label_smoothing),
+        "adapters_off" if lora else "precomputed",
+        lora,
+        name="dpo_lora" if lora else "dpo",
+        seq_length=seq_length,
+        global_batch_size=global_batch_size,
+        paths=paths,
+        max_steps=max_steps,
+        lr=lr if lr is not None else (5e-6 if lora else 5e-7),
+        lora_rank=lora_rank,
+        lora_alpha=lora_alpha,
+    )
+
+
+def simpo(
+    model_name: str,
+    lora: bool = False,
+    *,
+    beta: float = SIMPO_SETTINGS["llama3_instruct"][0],
+    gamma: float = SIMPO_SETTINGS["llama3_instruct"][1],
+    seq_length: int = 4096,
+    global_batch_size: int = 128,
+    paths: list | None = None,
+    max_steps: int = 1000,
+    lr: float | None = None,
+    lora_rank: int = 16,
+    lora_alpha: int = 32,
+) -> run.Partial:
+    """SimPO, reference-free (beta 10, gamma 3.0: the paper's Llama-3-8B-Instruct v0.2); lr 1e-6 full, 1e-5 LoRA."""
+    return _preference(
+        model_name,
+        run.Config(SimPOLoss, beta=beta, gamma=gamma),
+        "none",
+        lora,
+        name="simpo_lora" if lora else "simpo",
+        seq_length=seq_length,
+        global_batch_size=global_batch_size,
+        paths=paths,
+        max_steps=max_steps,
+        lr=lr if lr is not None else (1e-5 if lora else 1e-6),
+        lora_rank=lora_rank,
+        lora_alpha=lora_alpha,
+    )

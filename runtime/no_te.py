@@ -1,0 +1,25 @@
+"""Lets NeMo 2 features that only assume Transformer Engine work without it (CPU, or a GPU without TE).
+
+megatron-core has a local layer spec for exactly this case; a few NeMo code paths still touch TE
+names unconditionally. `enable()` fixes those and does nothing when TE is installed.
+"""
+
+import importlib
+import types
+
+from recipes.validation import has_transformer_engine
+
+
+class _NeverATransformerEngineModule:
+    """Nothing is an instance of it, so `m.__class__ == te.Linear` is simply False."""
+
+
+def enable() -> bool:
+    if has_transformer_engine():
+        return False
+    lora = importlib.import_module("nemo.collections.llm.peft.lora")
+    # LoRA.transform compares module classes with te.Linear; the placeholder raises on attribute access.
+    lora.te = types.SimpleNamespace(Linear=_NeverATransformerEngineModule)
+    # megatron-core's TE wrappers import without TE, so this module concludes TE is present.
+    importlib.import_module("nemo.collections.llm.peft.utils").HAVE_TE = False
+    return True

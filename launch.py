@@ -3,6 +3,7 @@
     python launch.py --list
     python launch.py recipe=NAME [key.path=value ...] [--dryrun] [--explain KEY] [--diff OTHER]
     python launch.py copy SOURCE_RECIPE NEW_RECIPE
+    python launch.py recipe=NAME executor=slurm [executor.key=value ...] [--jobs N] [--after ID] [--dryrun]
 
 Overrides address the recipe's fiddle config (`trainer.max_steps=100`, `data.micro_batch_size=2`,
 `trainer.strategy.tensor_model_parallel_size=2`); they are type-checked, and the whole config is
@@ -13,6 +14,7 @@ import argparse
 import sys
 
 from recipes import registry
+from recipes.errors import UserError
 
 EXIT_USAGE = 2
 
@@ -26,6 +28,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--dryrun", action="store_true", help="print the resolved config and launch command")
     parser.add_argument("--explain", metavar="KEY", help="show a value and where it was set")
     parser.add_argument("--diff", metavar="RECIPE", help="compare the resolved config with another recipe")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N", help="executor=slurm: a chain of N dependent jobs (afterany), each resuming from the last checkpoint")
+    parser.add_argument("--after", metavar="ID", help="executor=slurm: start after this Slurm job id or nemo_run experiment id")
     return parser.parse_args(argv)
 
 
@@ -47,6 +51,15 @@ def split_recipe(assignments: list[str]) -> tuple[str, list[str]]:
 
 
 def main(argv: list[str]) -> int:
+    """Runs the command; a mistake in what was asked prints one clear message and returns 2."""
+    try:
+        return run_command(argv)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def run_command(argv: list[str]) -> int:
     if argv[:1] == ["copy"]:
         from recipes import copying
 
@@ -60,6 +73,7 @@ def main(argv: list[str]) -> int:
     from recipes import session
 
     prepared = session.prepare(name, overrides)
+    prepared.jobs, prepared.after = args.jobs, args.after
     if args.explain:
         print(session.explain(prepared, args.explain))
     elif args.diff:
@@ -72,8 +86,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except registry.UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+    sys.exit(main(sys.argv[1:]))

@@ -4,6 +4,7 @@ nemo_run's YAML shows only explicitly set values; reviewers need the rest too (a
 must show up in a diff), so each buildable is expanded over its target's whole signature.
 """
 
+import dataclasses
 import enum
 import inspect
 from pathlib import Path
@@ -39,6 +40,9 @@ def _argument(buildable: fdl.Buildable, name: str):
         return getattr(buildable, name)
     except AttributeError:
         return "<required>"
+    except ValueError:  # fiddle will not run a dataclass default_factory for us
+        field = {f.name: f for f in dataclasses.fields(fdl.get_callable(buildable))}[name]
+        return field.default_factory()
 
 
 def resolved(value):

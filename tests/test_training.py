@@ -1,0 +1,76 @@
+"""Real NeMo 2 training on the CPU, through launch.py: the tiny recipes, resume, and 2-process runs."""
+
+from launching import assert_succeeded, launch, training_steps
+
+# Recorded from a clean run of tiny_llama_pretrain (seeded; CPU float32). A change to the model,
+# data, optimizer or CPU path that alters training shows up here.
+RECORDED_PRETRAIN_LOSSES = [8.318, 8.308, 8.26, 8.157, 8.045]
+
+
+def output_of(result) -> str:
+    return result.stdout + result.stderr
+
+
+def test_tiny_pretrain_learns_saves_and_resumes(tmp_path):
+    first = launch("recipe=tiny_llama_pretrain", "trainer.max_steps=20", cwd=tmp_path)
+    assert_succeeded(first)
+    steps = training_steps(output_of(first))
+    assert [s[0] for s in steps] == list(range(20))
+    losses = [loss for _, loss, _ in steps]
+    assert losses[:5] == pytest_approx(RECORDED_PRETRAIN_LOSSES)
+    assert losses[-1] < losses[0] - 0.8, losses
+    checkpoints = sorted(p.name for p in (tmp_path / "results/tiny_llama_pretrain/checkpoints").iterdir())
+    assert any("step=19" in name and name.endswith("-last") for name in checkpoints), checkpoints
+
+    second = launch("recipe=tiny_llama_pretrain", "trainer.max_steps=30", cwd=tmp_path)
+    assert_succeeded(second)
+    assert "Restoring states from the checkpoint path" in output_of(second)
+    resumed = training_steps(output_of(second))
+    assert [s[0] for s in resumed] == list(range(20, 30)), "the second run must continue at step 20"
+    assert resumed[0][2] == steps[-1][2] + 8, "consumed samples continue (global batch 8)"
+    assert resumed[-1][1] < steps[0][1]
+
+
+def pytest_approx(values):
+    import pytest
+
+    return pytest.approx(values, abs=0.02)
+
+
+def test_tensor_parallel_2_over_two_processes(tmp_path):
+    result = launch(
+        "recipe=tiny_llama_pretrain",
+        "trainer.devices=2",
+        "trainer.strategy.tensor_model_parallel_size=2",
+        "trainer.max_steps=8",
+        cwd=tmp_path,
+    )
+    assert_succeeded(result)
+    assert "--nproc-per-node 2" in output_of(result) or "nproc_per_node           : 2" in output_of(result)
+    steps = training_steps(output_of(result))
+    assert len(steps) == 8 and steps[-1][1] < steps[0][1]
+
+
+def test_data_parallel_2_over_two_processes(tmp_path):
+    result = launch("recipe=tiny_llama_pretrain", "trainer.devices=2", "trainer.max_steps=8", cwd=tmp_path)
+    assert_succeeded(result)
+    steps = training_steps(output_of(result))
+    assert len(steps) == 8 and steps[-1][1] < steps[0][1]
+    # Two data-parallel ranks of micro batch 4 fill the global batch of 8 in one micro-step each.
+    assert steps[-1][2] == 8 * 8
+
+
+def test_tiny_sft_learns(tmp_path):
+    result = launch("recipe=tiny_llama_sft", "trainer.max_steps=12", cwd=tmp_path)
+    assert_succeeded(result)
+    losses = [loss for _, loss, _ in training_steps(output_of(result))]
+    assert len(losses) == 12 and losses[-1] < losses[0] - 0.3, losses
+
+
+def test_tiny_lora_trains_only_adapters_and_learns(tmp_path):
+    result = launch("recipe=tiny_llama_lora", "trainer.max_steps=12", cwd=tmp_path)
+    assert_succeeded(result)
+    output = output_of(result)
+    assert "Adding lora to" in output
+    losses = [loss for _, loss, _ in training_steps(output)]
+    assert len(losses) == 12 and losses[-1] < losses[0], losses

@@ -11,9 +11,14 @@ from nemo import lightning as nl
 from nemo.collections.common.tokenizers.huggingface.auto_tokenizer import AutoTokenizer
 from nemo.lightning.pytorch.optim import CosineAnnealingScheduler
 
+from fiddle import history
+
 from models.catalog import MODELS
 
 RESULTS_DIR = "results"
+
+# Attribute each value to the recipe code that set it, not to nemo_run's Config constructor.
+history.add_exclude_location("nemo_run/config.py")
 
 
 def _dotted(path: str):
@@ -130,12 +135,14 @@ def logger(name: str, every_n_train_steps: int = 100, keep: int = 2) -> run.Conf
         ckpt=run.Config(
             nl.ModelCheckpoint,
             every_n_train_steps=every_n_train_steps,
+            # Keep the newest `keep` checkpoints: Lightning offers "step" as a monitor.
             save_top_k=keep,
-            monitor="reduced_train_loss",
+            monitor="step",
+            mode="max",
             save_last=True,
             # A checkpoint without optimizer state cannot resume: keep it on the final save too.
             save_optim_on_train_end=True,
-            filename="{model_name}--{step}-{consumed_samples}",
+            filename="{step}-{consumed_samples}",
         ),
     )
 

@@ -4,6 +4,7 @@ nemo_run's errors dump the whole config; here each failure names the key, the va
 would be valid (the keys at that level and the closest one, or the expected type).
 """
 
+import ast
 import dataclasses
 import difflib
 import inspect
@@ -91,9 +92,19 @@ def _annotation(config: fdl.Buildable, key: str):
 
 
 def _union_members(annotation) -> tuple:
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return typing.get_args(annotation)
-    return ()
+    """The members of a real union; Optional[X] is left to nemo_run's parser, which handles it."""
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return ()
+    members = typing.get_args(annotation)
+    return members if len([m for m in members if m is not type(None)]) > 1 else ()
+
+
+def _literal(value: str):
+    """A Python literal (1e-4, [1, 2], None) or else YAML (true, [a, b], plain words)."""
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return yaml.safe_load(value)
 
 
 def _check_union_value(key: str, value: str, parsed, members: tuple) -> None:
@@ -110,7 +121,7 @@ def _apply_one(config: fdl.Buildable, key: str, value: str) -> None:
     if members:
         # nemo_run's parser takes the first union member that accepts the text ('2' becomes str for
         # `list | str | int`); a YAML literal keeps 2 an int and [a, b] a list.
-        parsed = yaml.safe_load(value)
+        parsed = _literal(value)
         _check_union_value(key, value, parsed, members)
         _set(config, key, parsed)
         return
@@ -120,7 +131,7 @@ def _apply_one(config: fdl.Buildable, key: str, value: str) -> None:
         raise OverrideError(f"{key}: '{value}' is not a valid {_expected_type(error)}") from None
     except CLIException:
         # The parser gives up on union annotations (e.g. `Path | List`): take a YAML literal.
-        _set(config, key, yaml.safe_load(value))
+        _set(config, key, _literal(value))
 
 
 def _parent(config: fdl.Buildable, key: str):

@@ -26,7 +26,8 @@ def prepare(name: str, override_args: list[str], fit_to_machine: bool = True) ->
     kind, executor_args, override_args = executors.split_args(override_args)
     config = registry.build(name)
     overrides.apply(config, override_args)
-    changes = machine.adapt(config) if fit_to_machine else []
+    # A Slurm job runs elsewhere: fitting the config to this (submitting) machine would be wrong there.
+    changes = machine.adapt(config) if fit_to_machine and kind == "local" else []
     validation.validate(config)
     prepared = Prepared(name, config, changes, executor=kind)
     if kind == "slurm":
@@ -60,7 +61,7 @@ def explain(prepared: Prepared, key: str) -> str:
     value = resolve.resolved(getattr(parent, leaf)) if isinstance(parent, fdl.Buildable) else parent[int(leaf)]
     lines = [f"{key} = {value!r}"]
     history = parent.__argument_history__[leaf] if isinstance(parent, fdl.Buildable) else []
-    setters = [h for h in history if h.kind.name == "UPDATE"]
+    setters = [h for h in history if h.kind.name == "NEW_VALUE"]
     for position, setter in enumerate(reversed(setters)):
         label = "set at" if position == 0 else "which overrode"
         lines.append(f"  {label} {_where(setter)}: {resolve.resolved(setter.new_value)!r}")

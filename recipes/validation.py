@@ -6,6 +6,7 @@ import importlib.util
 from dataclasses import dataclass
 
 from recipes.errors import UserError
+from recipes.preference_validation import check_preference
 
 TP = "trainer.strategy.tensor_model_parallel_size"
 PP = "trainer.strategy.pipeline_model_parallel_size"
@@ -165,6 +166,7 @@ RULES = [
     check_cpu_offloading,
     check_recompute,
     check_optimizer_offload,
+    check_preference,
 ]
 
 

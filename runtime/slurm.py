@@ -219,7 +219,9 @@ def resolve_after(after: str) -> list[str]:
 
 def _experiment(title: str, executor, steps, after_ids, base_dir=None) -> run.Experiment:
     """An experiment (inside its context) with one job per step; steps are (name, task, executor|None)."""
-    exp = run.Experiment(title, executor=executor, base_dir=base_dir, clean_mode=True, enable_goodbye_message=False)
+    exp = run.Experiment(
+        title, executor=executor, base_dir=base_dir, clean_mode=True, enable_goodbye_message=False, skip_status_at_exit=True
+    )
     exp.__enter__()
     previous = None
     for index, (name, task, step_executor) in enumerate(steps):
@@ -264,6 +266,16 @@ def submit(title: str, executor, steps, after_ids=()) -> tuple[str, list[tuple[s
         exp.__exit__(None, None, None)
 
 
+def chain(steps, executor, title: str = "chain", after: str | None = None, dryrun: bool = False):
+    """Steps `(name, task, executor or None)` as dependent Slurm jobs, each after the one before.
+
+    Returns (experiment id, [(name, slurm job id)]), or with dryrun=True the [(name, sbatch script)]."""
+    after_ids = resolve_after(after) if after and not dryrun else ([f"<{after}>"] if after else [])
+    if dryrun:
+        return render(title, executor, steps, after_ids)
+    return submit(title, executor, steps, after_ids)
+
+
 def describe_config(config: run.Config) -> str:
     from recipes import resolve
 
@@ -278,6 +290,7 @@ __all__ = [
     "resolve_after",
     "render",
     "submit",
+    "chain",
     "StopAtStep",
     "is_secret",
     "secret_names",

@@ -1,0 +1,245 @@
+"""executor=slurm against a real single-host Slurm (tests/slurm/cluster.sh): a 2-job training chain that
+resumes, failing chains under afterany and afterok, GPU sbatch scripts rendered without running, and
+secrets that reach the job without being written anywhere.
+
+About 4-5 minutes on 2 cores: the chain's two jobs each import NeMo and train 4 CPU steps.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
+SECRET = "hf_PLANTED_s3cret_value_4711"
+OTHER_SECRET = "planted-api-key-0815"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    result = subprocess.run([str(CLUSTER), "up"], capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        if shutil.which("slurmctld") is None:
+            pytest.skip(f"Slurm could not be installed here (cluster.sh up: {result.stderr.strip()[-300:]})")
+        pytest.fail(f"cluster.sh up failed:\n{result.stdout}\n{result.stderr}")
+    match = re.search(r"export SLURM_CONF=(\S+)", result.stdout)
+    assert match, result.stdout
+    os.environ["SLURM_CONF"] = match.group(1)
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory, cluster):
+    """nemo_run's experiment store for this module, secrets planted in the submitter's environment."""
+    home = tmp_path_factory.mktemp("nemorun")
+    saved = {k: os.environ.get(k) for k in ("NEMORUN_HOME", "HF_TOKEN", "MY_API_KEY")}
+    os.environ.update(NEMORUN_HOME=str(home), HF_TOKEN=SECRET, MY_API_KEY=OTHER_SECRET)
+    import nemo_run.config
+
+    nemo_run.config.set_nemorun_home(str(home))
+    yield home
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def job(job_id: str) -> dict:
+    out = subprocess.run(["scontrol", "show", "job", job_id, "-o"], capture_output=True, text=True, check=True).stdout
+    return dict(re.findall(r"(\w+)=(\S*)", out))
+
+
+def wait_done(job_ids, timeout_s=420) -> dict:
+    deadline = time.time() + timeout_s
+    while True:
+        states = {j: job(j) for j in job_ids}
+        if all(s["JobState"] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT") for s in states.values()):
+            return states
+        assert time.time() < deadline, {j: s["JobState"] for j, s in states.items()}
+        time.sleep(3)
+
+
+def submitted(output: str) -> list[str]:
+    return re.findall(r"^slurm job (\d+): ", output, re.M)
+
+
+def when(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp)
+
+
+def launch_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "launch.py", *args], cwd=REPO, capture_output=True, text=True, env=dict(os.environ), timeout=600
+    )
+
+
+def test_chain_of_two_jobs_resumes(home, tmp_path):
+    """launch.py --jobs 2: job 2 waits for job 1 (afterany) and resumes from its checkpoint."""
+    logs = tmp_path / "results"
+    result = launch_cli(
+        "recipe=tiny_llama_pretrain", "executor=slurm", "executor.time=00:10:00", "executor.partition=debug",
+        "trainer.max_steps=8", "trainer.val_check_interval=8", "log.ckpt.every_n_train_steps=4",
+        f"log.log_dir={logs}", "log.name=chain", "--jobs", "2",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    first, second = submitted(result.stdout)
+    states = wait_done([first, second])
+    assert states[first]["JobState"] == "COMPLETED", states[first]
+    assert states[second]["JobState"] == "COMPLETED", states[second]
+    assert when(states[second]["StartTime"]) >= when(states[first]["EndTime"])
+    assert states[second]["Dependency"] in ("(null)", f"afterany:{first}(unfulfilled)", f"afterany:{first}")
+
+    experiment = re.search(r"^experiment: (\S+)", result.stdout, re.M).group(1)
+    exp_dir = home / "experiments" / "tiny_llama_pretrain" / experiment
+    log1 = next((exp_dir / "tiny_llama_pretrain-1").glob("log-*.out")).read_text()
+    log2 = next((exp_dir / "tiny_llama_pretrain-2").glob("log-*.out")).read_text()
+    steps1 = [int(s) for s in re.findall(r"global_step: (\d+)", log1)]
+    steps2 = [int(s) for s in re.findall(r"global_step: (\d+)", log2)]
+    samples1 = [float(s) for s in re.findall(r"consumed_samples: ([\d.]+)", log1)]
+    samples2 = [float(s) for s in re.findall(r"consumed_samples: ([\d.]+)", log2)]
+    assert steps1 == [0, 1, 2, 3], steps1  # stopped at the step target 4 = ceil(8 / 2)
+    assert steps2 == [4, 5, 6, 7], steps2  # continued, up to trainer.max_steps
+    assert samples2[0] == samples1[-1] + 8  # global batch 8: consumed samples continue
+    assert "Training from scratch" in log1
+    assert "Training from scratch" not in log2
+    assert re.search(r"[Rr]estor|[Rr]esum", log2) and "step=3" in log2  # the checkpoint job 1 left
+
+    # The planted secrets reached nothing nemo_run or NeMo wrote.
+    for root in (exp_dir, logs):
+        for path in root.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                text = path.read_bytes()
+                assert SECRET.encode() not in text and OTHER_SECRET.encode() not in text, path
+
+
+@pytest.fixture(scope="module")
+def session_api(home):
+    sys.path.insert(0, str(REPO))
+    from recipes import session
+
+    return session
+
+
+def submit(session, overrides, jobs=2, after=None, capsys=None):
+    prepared = session.prepare("tiny_llama_pretrain", overrides)
+    prepared.jobs, prepared.after = jobs, after
+    stdin = sys.stdin
+    with open(os.devnull) as devnull:  # nemo_run's invoke tunnel reads stdin, which pytest's capture refuses
+        sys.stdin = devnull
+        try:
+            assert session.launch(prepared) == 0
+        finally:
+            sys.stdin = stdin
+    out = capsys.readouterr().out
+    return re.search(r"^experiment: (\S+)", out, re.M).group(1), submitted(out)
+
+
+# A job that fails at once (exit 3 in the batch script's setup, before training): what a chain does next
+# depends only on the failed job's state. (A bad working directory does not fail: Slurm falls back to
+# /tmp.) The echo proves the secret reached the job without printing it.
+BROKEN = [
+    "executor=slurm",
+    "executor.setup_lines=echo hf-token-length=${#HF_TOKEN}; exit 3",
+]
+
+
+def test_failed_job_afterany_runs_next_afterok_cancels_it(session_api, home, capsys):
+    exp_any, (a1, a2) = submit(session_api, BROKEN, capsys=capsys)
+    exp_ok, (b1, b2) = submit(session_api, [*BROKEN, "executor.dependency_type=afterok"], capsys=capsys)
+    states = wait_done([a1, a2, b1, b2], timeout_s=120)
+    assert states[a1]["JobState"] == "FAILED" and states[a1]["ExitCode"] != "0:0"
+    # afterany (the default): the next job still runs, after the failed one ended.
+    assert states[a2]["JobState"] == "FAILED" and states[a2]["StartTime"] != "Unknown"
+    assert when(states[a2]["StartTime"]) >= when(states[a1]["EndTime"])
+    # afterok: Slurm cancels the dependent job; it never starts.
+    assert states[b1]["JobState"] == "FAILED"
+    assert states[b2]["JobState"] == "CANCELLED" and states[b2]["Reason"] == "DependencyNeverSatisfied"
+
+    exp_dir = home / "experiments" / "tiny_llama_pretrain" / exp_any
+    batch_out = next((exp_dir / "tiny_llama_pretrain-1").glob("sbatch_*.out")).read_text()
+    assert f"hf-token-length={len(SECRET)}" in batch_out  # passed through the environment
+    for path in exp_dir.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+    # --after: an existing job id or experiment id resolves; anything else is a clear error.
+    from recipes.errors import UserError
+    from runtime import slurm
+
+    assert slurm.resolve_after(a1) == [a1]
+    assert slurm.resolve_after(exp_any) == [a1, a2]
+    with pytest.raises(UserError, match="Slurm does not know this job"):
+        slurm.resolve_after("987654")
+    with pytest.raises(UserError, match="neither a Slurm job id nor a nemo_run experiment"):
+        slurm.resolve_after("tiny_llama_pretrain_123")
+    exp_after, (c1,) = submit(session_api, BROKEN, jobs=1, after=exp_ok, capsys=capsys)
+    script = (home / "experiments" / "tiny_llama_pretrain" / exp_after / "tiny_llama_pretrain_sbatch.sh").read_text()
+    assert f"#SBATCH --dependency=afterany:{b1}:{b2}\n" in script  # every job of the named experiment
+    assert wait_done([c1], timeout_s=60)[c1]["JobState"] == "FAILED"
+
+
+def test_secrets_in_executor_env_vars_are_refused(session_api):
+    from recipes.errors import UserError
+
+    with pytest.raises(UserError, match="looks like a secret"):
+        session_api.prepare("tiny_llama_pretrain", ["executor=slurm", f"executor.env_vars.HF_TOKEN={SECRET}"])
+    with pytest.raises(UserError, match="need executor=slurm"):
+        session_api.prepare("tiny_llama_pretrain", ["executor.partition=debug"])
+
+
+def test_gpu_sbatch_scripts_rendered_not_run(session_api, home):
+    """Two 8-GPU nodes in a pyxis container, a chain of 2: the scripts are printed, nothing is submitted."""
+    before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
+    prepared = session_api.prepare(
+        "llama31_8b_pretrain",
+        [
+            "data.paths=[/lustre/corpora/web_text_document]",
+            "trainer.num_nodes=2",
+            "executor=slurm",
+            "executor.account=llm_team",
+            "executor.partition=batch",
+            "executor.time=04:00:00",
+            "executor.container_image=nvcr.io/nvidia/nemo:25.09",
+            "executor.container_mounts=/lustre:/lustre,/home/me/.cache:/root/.cache",
+            "executor.packager.symlink_from_remote_dir=/lustre/me/recipes",
+            "executor.env_vars.NCCL_DEBUG=WARN",
+            "executor.additional_parameters.exclusive=true",
+        ],
+    )
+    prepared.jobs = 2
+    text = session_api.dryrun(prepared)
+    scripts = text.split("# ---- sbatch script of ")[1:]
+    assert len(scripts) == 2
+    first, second = scripts
+    for script in scripts:
+        for line in [
+            "#SBATCH --nodes=2",
+            "#SBATCH --ntasks-per-node=8",
+            "#SBATCH --gpus-per-node=8",
+            "#SBATCH --account=llm_team",
+            "#SBATCH --partition=batch",
+            "#SBATCH --time=04:00:00",
+            "#SBATCH --exclusive=true",
+            "export NCCL_DEBUG=WARN",
+        ]:
+            assert line in script, line
+        srun = next(l for l in script.splitlines() if l.startswith("srun --output"))
+        assert "--container-image nvcr.io/nvidia/nemo:25.09" in srun
+        mounts = re.search(r"--container-mounts (\S+)", srun).group(1).split(",")
+        assert {"/lustre:/lustre", "/home/me/.cache:/root/.cache", "/lustre/me/recipes:/lustre/me/recipes"} <= set(mounts)
+        assert "--container-workdir /nemo_run/code" in srun
+        assert re.search(r"--container-env \S*HF_TOKEN", srun) and "MY_API_KEY" in srun  # names only
+        assert "python -m nemo_run.core.runners.fdl_runner" in srun
+        assert SECRET not in script and OTHER_SECRET not in script
+        assert "export PATH=" not in script  # the container's python, not this venv
+    assert "--dependency" not in first
+    assert "#SBATCH --dependency='afterany:<job id of llama31_8b_pretrain-1>'" in second
+    assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout == before

@@ -1,0 +1,41 @@
+"""Validation rule for preference recipes (DPO / SimPO), in recipes.validation's rule style:
+`check_preference(get)` yields one message per problem, naming the dotted keys. Does nothing for
+recipes without the `training.preference.PreferenceTraining` callback.
+"""
+
+import fiddle as fdl
+
+CALLBACKS = "trainer.callbacks"
+
+
+def _preference_callback(config):
+    for index, callback in enumerate(getattr(config.trainer, "callbacks", None) or []):
+        if isinstance(callback, fdl.Buildable) and getattr(fdl.get_callable(callback), "__name__", "") == "PreferenceTraining":
+            return index, callback
+    return None, None
+
+
+def check_preference(get):
+    index, callback = _preference_callback(get.config)
+    if callback is None:
+        return
+    for key in ("data.micro_batch_size", "data.global_batch_size"):
+        value = get(key)
+        if value is not None and (value < 2 or value % 2):
+            yield (f"{key} ({value}) must be even and >= 2: it counts sequences, two per preference pair "
+                   "(chosen, rejected); an odd size would split a pair")
+    if (get("trainer.strategy.context_parallel_size", 1) or 1) > 1:
+        yield ("trainer.strategy.context_parallel_size must be 1 for preference training: sequence log-probs "
+               "are summed over whole sequences")
+    reference = getattr(callback, "reference", "precomputed")
+    loss = getattr(callback, "loss", None)
+    needs_reference = loss is None or getattr(fdl.get_callable(loss), "needs_reference", True)
+    if needs_reference and reference == "none":
+        yield f"{CALLBACKS}.{index}.reference='none' but DPO needs a reference ('precomputed' or 'adapters_off')"
+    if needs_reference and reference == "precomputed" and (get("trainer.strategy.pipeline_model_parallel_size", 1) or 1) > 1:
+        yield (f"{CALLBACKS}.{index}.reference='precomputed' needs trainer.strategy.pipeline_model_parallel_size=1 "
+               "(use LoRA with reference='adapters_off', or no pipeline parallel)")
+    if needs_reference and reference == "adapters_off" and get("peft") is None:
+        yield f"{CALLBACKS}.{index}.reference='adapters_off' needs LoRA adapters (peft), or use reference='precomputed'"
+    if reference == "adapters_off" and (get("trainer.strategy.pipeline_model_parallel_size", 1) or 1) > 1:
+        yield f"{CALLBACKS}.{index}.reference='adapters_off' is not supported with pipeline parallel > 1"

@@ -1,0 +1,1 @@
+"""Training algorithms that NeMo 2 does not ship (preference optimisation)."""

@@ -1,0 +1,120 @@
+"""launch.py as a user meets it: listing, dry runs, explanations, diffs, and each mistake's message."""
+
+import subprocess
+import sys
+
+import pytest
+
+import launch
+from launching import REPO
+
+
+def run_cli(capsys, *argv):
+    code = launch.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_shows_every_recipe_without_importing_nemo():
+    probe = (
+        "import sys, launch; launch.main(['--list']); "
+        "print('IMPORTED', sorted(m for m in ('nemo', 'torch', 'nemo_run') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    assert "IMPORTED []" in result.stdout
+    for name in ("tiny_llama_pretrain", "llama31_8b_sft", "mistral_7b_lora", "llama32_1b_pretrain"):
+        assert name in result.stdout
+
+
+def test_unknown_recipe_names_the_closest_before_importing_nemo():
+    result = subprocess.run(
+        [sys.executable, "launch.py", "recipe=llama31_8b_sfx"], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "unknown recipe 'llama31_8b_sfx'" in result.stderr and "llama31_8b_sft" in result.stderr
+    assert "Traceback" not in result.stderr and "nemo" not in result.stderr.lower().replace("nemo_recipes", "")
+
+
+def test_bad_override_key_from_the_real_command_line():
+    result = subprocess.run(
+        [sys.executable, "launch.py", "recipe=tiny_llama_pretrain", "trainer.max_stepz=5", "--dryrun"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "unknown key 'trainer.max_stepz'; did you mean 'trainer.max_steps'?" in result.stderr
+    assert "Traceback" not in result.stderr and "Partial[" not in result.stderr
+
+
+def test_unknown_key_lists_valid_keys_at_that_level(nemo, capsys):
+    code, _, err = run_cli(capsys, "recipe=tiny_llama_pretrain", "trainer.strategy.tensor_parallel=2", "--dryrun")
+    assert code == 2
+    assert "did you mean 'trainer.strategy.tensor_model_parallel_size'" in err
+    assert "valid keys under 'trainer.strategy' (MegatronStrategy)" in err and "pipeline_model_parallel_size" in err
+
+
+def test_wrong_type_names_key_value_and_type(nemo, capsys):
+    code, _, err = run_cli(capsys, "recipe=tiny_llama_pretrain", "trainer.max_steps=many", "--dryrun")
+    assert code == 2
+    assert err.strip() == "error: trainer.max_steps: 'many' is not a valid int"
+
+
+def test_wrong_type_in_a_union_field(nemo, capsys):
+    code, _, err = run_cli(capsys, "recipe=tiny_llama_pretrain", "trainer.devices=2.5", "--dryrun")
+    assert code == 2
+    assert "trainer.devices: '2.5' is not a valid" in err
+
+
+def test_dryrun_prints_resolved_config_and_command(nemo, capsys):
+    code, out, _ = run_cli(
+        capsys, "recipe=tiny_llama_pretrain", "trainer.max_steps=7", "trainer.devices=2", "--dryrun"
+    )
+    assert code == 0
+    assert "max_steps: 7" in out
+    assert "num_layers: 2" in out  # set by the catalog row
+    assert "layernorm_epsilon: 1.0e-05" in out  # never set by us: Llama3Config's own default
+    assert "torchrun --nnodes 1 --nproc-per-node 2" in out
+    assert "create_attention_mask" in out
+
+
+def test_explain_shows_value_and_where_it_was_set(nemo, capsys):
+    code, out, _ = run_cli(capsys, "recipe=tiny_llama_pretrain", "trainer.max_steps=12", "--explain", "trainer.max_steps")
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert lines[0] == "trainer.max_steps = 12"
+    assert "command line (trainer.max_steps=12)" in lines[1]
+    assert "recipes/tiny_llama.py" in out and "recipes/blocks.py" in out  # what it overrode, in order
+
+
+def test_explain_of_a_class_default(nemo, capsys):
+    code, out, _ = run_cli(capsys, "recipe=llama31_8b_sft", "--explain", "model.config.num_layers")
+    assert code == 0
+    assert out.startswith("model.config.num_layers = 32")
+    assert "default of nemo.collections.llm.gpt.model.llama.Llama31Config8B" in out
+
+
+def test_diff_between_two_recipes(nemo, capsys):
+    code, out, _ = run_cli(capsys, "recipe=llama31_8b_sft", "--diff", "llama31_8b_lora")
+    assert code == 0
+    assert "trainer.strategy.tensor_model_parallel_size: 2 -> 1" in out
+    assert "optim.config.lr: 5e-06 -> 0.0001" in out
+    assert "peft: None -> " in out or "peft._target_" in out
+
+
+def test_diff_takes_overrides_on_the_first_recipe(nemo, capsys):
+    code, out, _ = run_cli(capsys, "recipe=llama31_8b_sft", "optim.config.lr=1e-4", "--diff", "llama31_8b_sft")
+    assert code == 0
+    assert "1 fields differ" in out and "optim.config.lr: 0.0001 -> 5e-06" in out
+
+
+def test_gpu_recipe_refuses_to_train_without_cuda(nemo, capsys):
+    code, _, err = run_cli(capsys, "recipe=llama32_1b_sft", "data.dataset_root=/tmp")
+    assert code == 2
+    assert "trainer.accelerator='gpu' but this machine has no CUDA device" in err
+
+
+@pytest.mark.parametrize("argv", [["recipe=a", "recipe=b"], ["trainer.max_steps=1"]])
+def test_exactly_one_recipe(capsys, argv):
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and "name exactly one recipe" in err

@@ -1,0 +1,232 @@
+"""Import a Hugging Face causal-LM folder into a NeMo 2 checkpoint, with NeMo's own importers.
+
+    python -m conversion.hf_to_nemo --hf DIR --out DIR [--model-family auto|llama|mistral|qwen2] [--overwrite]
+
+The folder is checked before anything is written (config.json, weights, supported architecture,
+tensor shapes against the config); the checkpoint is built in a hidden sibling directory and
+renamed into place only when complete, so a failed import leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ARCHITECTURE_FAMILIES = {
+    "LlamaForCausalLM": "llama",
+    "MistralForCausalLM": "mistral",
+    "Qwen2ForCausalLM": "qwen2",
+}
+# Model classes in nemo.collections.llm whose registered "hf" importer/exporter we use.
+FAMILY_MODEL_CLASSES = {"llama": "LlamaModel", "mistral": "MistralModel", "qwen2": "Qwen2Model"}
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+TORCH_INDEX = "pytorch_model.bin.index.json"
+
+
+class ConversionError(Exception):
+    """A refusal or failure with a message meant for the user; nothing was written."""
+
+
+def log(message: str) -> None:
+    print(f"[hf_to_nemo] {message}", flush=True)
+
+
+def supported_architectures() -> str:
+    return ", ".join(ARCHITECTURE_FAMILIES)
+
+
+# ---------------------------------------------------------------- checks on the HF folder
+
+
+def read_hf_config(hf_dir: Path) -> dict:
+    if not hf_dir.is_dir():
+        raise ConversionError(f"{hf_dir} is not a directory")
+    config_file = hf_dir / "config.json"
+    if not config_file.is_file():
+        raise ConversionError(f"{hf_dir} has no config.json: not a Hugging Face model folder")
+    try:
+        return json.loads(config_file.read_text())
+    except json.JSONDecodeError as error:
+        raise ConversionError(f"{config_file} is not valid JSON: {error}") from error
+
+
+def safetensors_files(hf_dir: Path) -> list[Path]:
+    """The safetensors shards the folder's weights live in ([] if it has none)."""
+    index = hf_dir / SAFETENSORS_INDEX
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        missing = [name for name in shards if not (hf_dir / name).is_file()]
+        if missing:
+            raise ConversionError(f"{hf_dir}: {SAFETENSORS_INDEX} lists missing shards {missing}")
+        return [hf_dir / name for name in shards]
+    return sorted(hf_dir.glob("*.safetensors"))
+
+
+def require_weights(hf_dir: Path) -> list[Path]:
+    shards = safetensors_files(hf_dir)
+    if shards or (hf_dir / "pytorch_model.bin").is_file() or (hf_dir / TORCH_INDEX).is_file():
+        return shards
+    raise ConversionError(
+        f"{hf_dir} has config.json but no weights (expected model.safetensors, {SAFETENSORS_INDEX} "
+        "or pytorch_model.bin)"
+    )
+
+
+def detect_family(config: dict, requested: str = "auto") -> str:
+    architectures = config.get("architectures") or []
+    if requested != "auto":
+        if requested not in FAMILY_MODEL_CLASSES:
+            raise ConversionError(f"unknown model family {requested!r}; choose from {sorted(FAMILY_MODEL_CLASSES)}")
+        return requested
+    for architecture in architectures:
+        if architecture in ARCHITECTURE_FAMILIES:
+            return ARCHITECTURE_FAMILIES[architecture]
+    raise ConversionError(
+        f"unsupported architecture {architectures or '(none in config.json)'}; "
+        f"supported: {supported_architectures()}"
+    )
+
+
+def refuse_features_nemo_would_drop(config: dict, family: str) -> None:
+    """NeMo's Llama/Mistral/Qwen2 config mappings ignore these; importing would silently change the model."""
+    problems = []
+    if config.get("hidden_act", "silu") != "silu":
+        problems.append(f"hidden_act={config['hidden_act']!r} (only silu/SwiGLU is mapped)")
+    if family == "llama":
+        rope_scaling = config.get("rope_scaling") or {}
+        rope_type = rope_scaling.get("rope_type", rope_scaling.get("type"))
+        if rope_scaling and rope_type != "llama3":
+            problems.append(f"rope_scaling type {rope_type!r} (only 'llama3' is mapped)")
+        for bias in ("attention_bias", "mlp_bias"):
+            if config.get(bias):
+                problems.append(f"{bias}=true (Llama mapping has no biases)")
+    if problems:
+        raise ConversionError("cannot import faithfully: " + "; ".join(problems))
+
+
+def refuse_shape_mismatches(hf_dir: Path, shards: list[Path]) -> None:
+    """Compare safetensors headers with the shapes config.json implies, on the meta device (no weights read)."""
+    if not shards:
+        return  # pytorch .bin weights: transformers reports mismatches itself when loading
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(hf_dir)
+    with torch.device("meta"):
+        expected = {name: tuple(t.shape) for name, t in AutoModelForCausalLM.from_config(config).state_dict().items()}
+    found = {}
+    for shard in shards:
+        with safe_open(shard, framework="pt") as tensors:
+            found.update({name: tuple(tensors.get_slice(name).get_shape()) for name in tensors.keys()})
+
+    mismatched = [f"{name}: weights {found[name]} vs config {shape}"
+                  for name, shape in expected.items() if name in found and found[name] != shape]
+    if mismatched:
+        raise ConversionError(f"shape mismatch between config.json and weights in {hf_dir}: " + "; ".join(mismatched[:5]))
+    tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
+    missing = sorted(set(expected) - set(found) - tied)
+    if missing:
+        raise ConversionError(f"weights in {hf_dir} lack {len(missing)} tensors the config needs, e.g. {missing[:3]}")
+
+
+def refuse_existing_output(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not overwrite:
+        raise ConversionError(f"{out_dir} already exists (pass --overwrite to replace it)")
+
+
+# ---------------------------------------------------------------- the import itself
+
+
+def nemo_model_class(family: str):
+    from nemo.collections import llm
+
+    return getattr(llm, FAMILY_MODEL_CLASSES[family])
+
+
+def importer_for(family: str, hf_dir: Path, tokenizer_scratch: Path):
+    """NeMo's registered HF importer for the family, pointed at a local folder.
+
+    `ConnectorMixin._get_connector` only recognises "hf://<path>"; a bare path is taken as the
+    extension name and fails with "No connector found for extension". The importer also stages
+    tokenizer files in a fixed /tmp/nemo_tokenizer, which concurrent imports would overwrite;
+    ours get a private directory (same basename, so the checkpoint's context/ looks the same).
+    """
+    registered = type(nemo_model_class(family).importer(f"hf://{hf_dir}"))
+
+    class PrivateTokenizerImporter(registered):
+        def save_hf_tokenizer_assets(self, tokenizer_name_or_path, save_path=None):
+            return super().save_hf_tokenizer_assets(tokenizer_name_or_path, str(tokenizer_scratch))
+
+    PrivateTokenizerImporter.__name__ = registered.__name__
+    return PrivateTokenizerImporter(str(hf_dir))
+
+
+def require_complete_checkpoint(ckpt_dir: Path) -> None:
+    for part in ("weights", "context", "context/io.json"):
+        if not (ckpt_dir / part).exists():
+            raise ConversionError(f"NeMo import produced no {part} in {ckpt_dir}")
+
+
+def validate_hf_folder(hf_dir: Path, family: str = "auto") -> str:
+    """All refusals, before anything is written. Returns the model family."""
+    config = read_hf_config(hf_dir)
+    shards = require_weights(hf_dir)
+    family = detect_family(config, family)
+    refuse_features_nemo_would_drop(config, family)
+    refuse_shape_mismatches(hf_dir, shards)
+    return family
+
+
+def import_hf(hf_dir: Path | str, out_dir: Path | str, family: str = "auto", overwrite: bool = False) -> Path:
+    hf_dir, out_dir = Path(hf_dir).resolve(), Path(out_dir).resolve()
+    started = time.perf_counter()
+    log(f"checking {hf_dir}")
+    refuse_existing_output(out_dir, overwrite)
+    family = validate_hf_folder(hf_dir, family)
+    log(f"model family: {family} -> nemo.collections.llm.{FAMILY_MODEL_CLASSES[family]}")
+
+    log("loading NeMo (takes ~25 s)")
+    from conversion._cpu import cpu_conversion
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-") as staging, \
+            tempfile.TemporaryDirectory(prefix="hf_to_nemo-") as scratch:
+        staged = Path(staging) / "checkpoint"
+        with cpu_conversion():
+            importer = importer_for(family, hf_dir, Path(scratch) / "nemo_tokenizer")
+            log(f"converting with NeMo's {type(importer).__name__} (load HF weights, map, save dist checkpoint)")
+            try:
+                importer(output_path=staged)
+            except Exception as error:
+                raise ConversionError(f"NeMo import of {hf_dir} failed: {type(error).__name__}: {error}") from error
+        require_complete_checkpoint(staged)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staged.rename(out_dir)
+    log(f"wrote {out_dir} in {time.perf_counter() - started:.0f}s")
+    return out_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Import a Hugging Face model folder into a NeMo 2 checkpoint.")
+    parser.add_argument("--hf", required=True, type=Path, help="Hugging Face model folder (config.json + weights)")
+    parser.add_argument("--out", required=True, type=Path, help="NeMo 2 checkpoint directory to create")
+    parser.add_argument("--model-family", default="auto", choices=["auto", *FAMILY_MODEL_CLASSES])
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    args = parser.parse_args(argv)
+    try:
+        print(import_hf(args.hf, args.out, args.model_family, args.overwrite))
+    except ConversionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""Checkpoint averaging: last-K selection in a run dir, exact element-wise mean, new loadable checkpoint."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from conversion.average import (
+    average_checkpoints,
+    is_weight,
+    load_model_weights,
+    megatron_model_from_context,
+    save_model_weights,
+    select_checkpoints,
+    single_process_megatron,
+)
+from conversion.hf_to_nemo import ConversionError
+
+
+def linked_checkpoint(source: Path, dest: Path) -> Path:
+    """Same weights without copying 540 MB: weights/ symlinked, context/ copied."""
+    dest.mkdir(parents=True)
+    (dest / "weights").symlink_to(source / "weights", target_is_directory=True)
+    shutil.copytree(source / "context", dest / "context")
+    return dest
+
+
+def scaled_checkpoint(source: Path, dest: Path, factor: float) -> None:
+    with single_process_megatron():
+        model = megatron_model_from_context(source)
+        weights = load_model_weights(model, source)
+        model.load_state_dict({k: v * factor if is_weight(k, v) else v for k, v in weights.items()}, strict=True)
+        save_model_weights(model, source, dest)
+
+
+def read_weights(ckpt: Path) -> dict:
+    with single_process_megatron():
+        model = megatron_model_from_context(ckpt)
+        return {k: v for k, v in load_model_weights(model, ckpt).items() if is_weight(k, v)}
+
+
+@pytest.fixture(scope="module")
+def run_dir(smollm2_nemo, tmp_path_factory) -> Path:
+    """A fake training run: step 100 = the imported model, step 200 = its weights x2, plus a `-last` copy."""
+    run = tmp_path_factory.mktemp("run")
+    checkpoints = run / "checkpoints"
+    linked_checkpoint(smollm2_nemo, checkpoints / "smollm2--step=100-consumed_samples=800.0")
+    scaled_checkpoint(smollm2_nemo, checkpoints / "smollm2--step=200-consumed_samples=1600.0", factor=2.0)
+    linked_checkpoint(smollm2_nemo, checkpoints / "smollm2--step=200-consumed_samples=1600.0-last")
+    return run
+
+
+def test_select_last_k_and_named_steps(run_dir):
+    assert [p.name for p in select_checkpoints(run_dir, last=1)] == ["smollm2--step=200-consumed_samples=1600.0"]
+    assert len(select_checkpoints(run_dir, last=2)) == 2
+    assert len(select_checkpoints(run_dir / "checkpoints", steps=[100, 200])) == 2
+    with pytest.raises(ConversionError, match="no checkpoint for steps \\[300\\]"):
+        select_checkpoints(run_dir, steps=[300])
+    with pytest.raises(ConversionError, match="has 2"):
+        select_checkpoints(run_dir, last=3)
+
+
+def test_average_is_exact_elementwise_mean(smollm2_nemo, run_dir, tmp_path):
+    out = average_checkpoints(select_checkpoints(run_dir, last=2), tmp_path / "averaged")
+    assert (out / "context" / "io.json").is_file()
+    assert (out / "weights" / "metadata.json").is_file()
+
+    original, averaged = read_weights(smollm2_nemo), read_weights(out)
+    assert sorted(averaged) == sorted(original)
+    for name, tensor in original.items():
+        # (w + 2w) / 2 == 1.5 w exactly: the sum is accumulated in float64.
+        assert torch.equal(averaged[name], tensor * 1.5), name

@@ -1,0 +1,101 @@
+"""Every validation rule, on real recipe configs: the message names the fields and values at fault."""
+
+import pytest
+
+from recipes import session
+from recipes.validation import ConfigInvalid
+
+TINY = "tiny_llama_pretrain"  # 4 heads, 2 query groups, 2 layers, seq 128, global batch 8, micro batch 4
+
+
+def problems_of(recipe: str, *overrides: str) -> str:
+    with pytest.raises(ConfigInvalid) as error:
+        session.prepare(recipe, list(overrides), fit_to_machine=False)
+    return str(error.value)
+
+
+RULE_CASES = {
+    "world size": (
+        [TINY, "trainer.devices=3", "trainer.strategy.tensor_model_parallel_size=2"],
+        "world size trainer.num_nodes x trainer.devices = 3 must be divisible by",
+    ),
+    "global batch": (
+        [TINY, "data.global_batch_size=6"],
+        "data.global_batch_size (6) must be divisible by data.micro_batch_size x data-parallel size (4 x 1 = 4)",
+    ),
+    "global batch with data parallel": (
+        [TINY, "trainer.devices=2", "data.global_batch_size=12"],
+        "data.global_batch_size (12) must be divisible by data.micro_batch_size x data-parallel size (4 x 2 = 8)",
+    ),
+    "heads": (
+        ["llama31_8b_sft", "trainer.strategy.tensor_model_parallel_size=3", "trainer.devices=6"],
+        "trainer.strategy.tensor_model_parallel_size must divide model.config.num_attention_heads (32 % 3 != 0)",
+    ),
+    "query groups": (
+        [TINY, "trainer.devices=4", "trainer.strategy.tensor_model_parallel_size=4", "data.micro_batch_size=8"],
+        "trainer.strategy.tensor_model_parallel_size must divide model.config.num_query_groups (2 % 4 != 0)",
+    ),
+    "context parallel": (
+        [TINY, "trainer.devices=4", "trainer.strategy.context_parallel_size=4", "data.micro_batch_size=8",
+         "data.seq_length=100", "model.config.seq_length=100"],
+        "with trainer.strategy.context_parallel_size=4, the sequence length (100) must be divisible by 2 x trainer.strategy.context_parallel_size = 8",
+    ),
+    "sequence lengths agree": (
+        [TINY, "data.seq_length=256"],
+        "data.seq_length (256) must equal model.config.seq_length (128)",
+    ),
+    "virtual pipeline needs pipeline": (
+        [TINY, "trainer.strategy.virtual_pipeline_model_parallel_size=2"],
+        "trainer.strategy.virtual_pipeline_model_parallel_size=2 needs trainer.strategy.pipeline_model_parallel_size > 1 (it is 1)",
+    ),
+    "virtual pipeline splits layers": (
+        ["llama31_70b_pretrain", "trainer.strategy.virtual_pipeline_model_parallel_size=3"],
+        "model.config.num_layers (80) must split evenly into trainer.strategy.pipeline_model_parallel_size x trainer.strategy.virtual_pipeline_model_parallel_size = 4x3 = 12 stages",
+    ),
+    "sequence parallel": (
+        [TINY, "trainer.strategy.sequence_parallel=true"],
+        "trainer.strategy.sequence_parallel=True needs trainer.strategy.tensor_model_parallel_size > 1 (it is 1)",
+    ),
+    "fp8": (
+        ["llama31_8b_sft", "trainer.plugins.fp8=hybrid"],
+        "trainer.plugins.fp8='hybrid' needs Transformer Engine",
+    ),
+    "cpu offloading offloads something": (
+        [TINY, "model.config.cpu_offloading=true", "model.config.cpu_offloading_num_layers=1",
+         "model.config.cpu_offloading_activations=false", "model.config.cpu_offloading_weights=false"],
+        "model.config.cpu_offloading=True offloads nothing",
+    ),
+    "cpu offloading layer count": (
+        [TINY, "model.config.cpu_offloading=true", "model.config.cpu_offloading_num_layers=2"],
+        "model.config.cpu_offloading_num_layers (2) must be between 1 and model.config.num_layers - 1 (1)",
+    ),
+    "recompute method needs full": (
+        [TINY, "model.config.recompute_granularity=selective", "model.config.recompute_method=uniform"],
+        "model.config.recompute_method='uniform' applies only with model.config.recompute_granularity='full'",
+    ),
+    "optimizer offload": (
+        [TINY, "optim.config.optimizer_cpu_offload=true", "optim.config.optimizer_offload_fraction=1.5"],
+        "optim.config.optimizer_offload_fraction (1.5) must be between 0 and 1",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", RULE_CASES, ids=list(RULE_CASES))
+def test_rule(nemo, case):
+    arguments, expected = RULE_CASES[case]
+    assert expected in problems_of(*arguments)
+
+
+def test_every_problem_is_reported_at_once(nemo):
+    message = problems_of(TINY, "data.global_batch_size=6", "trainer.strategy.sequence_parallel=true")
+    assert message.count("\n  - ") == 2
+
+
+def test_a_valid_override_set_passes(nemo):
+    prepared = session.prepare(
+        "llama31_70b_pretrain",
+        ["trainer.strategy.virtual_pipeline_model_parallel_size=10", "model.config.recompute_granularity=full",
+         "model.config.recompute_method=block", "model.config.recompute_num_layers=2"],
+        fit_to_machine=False,
+    )
+    assert prepared.config.trainer.strategy.virtual_pipeline_model_parallel_size == 10

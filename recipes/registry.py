@@ -28,7 +28,11 @@ class RecipeInfo:
     module: str
     path: Path
     line: int
-    description: str
+    docstring: str
+
+    @property
+    def description(self) -> str:
+        return self.docstring.split("\n")[0]
 
     @property
     def algorithm(self) -> str:
@@ -61,8 +65,7 @@ def _recipes_in(path: Path) -> list[RecipeInfo]:
     found = []
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and any(map(_is_recipe_decorator, node.decorator_list)):
-            doc = ast.get_docstring(node) or ""
-            found.append(RecipeInfo(node.name, f"recipes.{path.stem}", path, node.lineno, doc.split("\n")[0]))
+            found.append(RecipeInfo(node.name, f"recipes.{path.stem}", path, node.lineno, ast.get_docstring(node) or ""))
     return found
 
 

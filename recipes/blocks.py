@@ -14,6 +14,7 @@ from nemo.lightning.pytorch.optim import CosineAnnealingScheduler
 from fiddle import history
 
 from models.catalog import MODELS
+from recipes import loggers
 
 RESULTS_DIR = "results"
 
@@ -130,8 +131,8 @@ def logger(name: str, every_n_train_steps: int = 100, keep: int = 2) -> run.Conf
         name=name,
         log_dir=RESULTS_DIR,
         use_datetime_version=False,
-        tensorboard=None,
-        wandb=None,
+        tensorboard=loggers.tensorboard(),
+        wandb=None,  # log.wandb=wandb(project=...,name=...) switches it on
         ckpt=run.Config(
             nl.ModelCheckpoint,
             every_n_train_steps=every_n_train_steps,

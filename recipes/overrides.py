@@ -8,13 +8,16 @@ import ast
 import dataclasses
 import difflib
 import inspect
+import re
 import types
 import typing
 
 import fiddle as fdl
 import yaml
 from fiddle import history
-from nemo_run.cli.cli_parser import CLIException, ParseError, parse_cli_args
+from nemo_run.cli.cli_parser import CLIException, ParseError, parse_cli_args, parse_factory
+
+from recipes import loggers  # noqa: F401  registers the logger factories with nemo_run
 
 from recipes.errors import UserError
 
@@ -116,7 +119,25 @@ def _check_union_value(key: str, value: str, parsed, members: tuple) -> None:
     raise OverrideError(f"{key}: '{value}' is not a valid {names}")
 
 
+FACTORY_CALL = re.compile(r"^[A-Za-z_]\w*(\(.*\))?$")
+
+
+def _factory_value(config: fdl.Buildable, key: str, value: str):
+    """`log.wandb=wandb(project=x)`: a factory registered with nemo_run for that argument, or None."""
+    parent = _parent(config, key)
+    if not FACTORY_CALL.match(value) or not isinstance(parent, fdl.Buildable) or value in ("None", "True", "False"):
+        return None
+    try:
+        return parse_factory(fdl.get_callable(parent), key.rsplit(".", 1)[-1], _annotation(config, key), value)
+    except Exception:  # not a registered factory: the value is parsed as a plain value instead
+        return None
+
+
 def _apply_one(config: fdl.Buildable, key: str, value: str) -> None:
+    built = _factory_value(config, key, value)
+    if built is not None:
+        _set(config, key, built)
+        return
     members = _union_members(_annotation(config, key))
     if members:
         # nemo_run's parser takes the first union member that accepts the text ('2' becomes str for

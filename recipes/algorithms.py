@@ -6,6 +6,7 @@ import nemo_run as run
 from nemo.collections import llm
 
 from recipes import blocks
+from recipes.epoch import ONE_EPOCH
 
 # A recipe that needs a corpus the user prepares leaves this in place; validation names the key.
 UNSET_PATH = "<set data.paths to prepared corpus prefixes>"
@@ -34,7 +35,7 @@ def pretrain(
     seq_length: int = 8192,
     global_batch_size: int = 512,
     paths: list | None = None,
-    max_steps: int = 10_000,
+    max_steps: int = ONE_EPOCH,
     lr: float = 3e-4,
 ) -> run.Partial:
     """Next-token pretraining on prepared megatron .bin/.idx corpora, resumable from its own checkpoints."""
@@ -44,7 +45,7 @@ def pretrain(
         data=pretraining_data(model_name, paths or [UNSET_PATH], seq_length, global_batch_size),
         trainer=blocks.trainer(max_steps=max_steps),
         log=blocks.logger(f"{model_name}_pretrain"),
-        optim=blocks.optimizer(lr=lr, warmup_steps=min(2000, max_steps // 10)),
+        optim=blocks.optimizer(lr=lr, warmup_steps=500),
         resume=blocks.resume(),
     )
     recipe.model.config.seq_length = seq_length
@@ -72,7 +73,7 @@ def sft(
     seq_length: int = 4096,
     global_batch_size: int = 128,
     dataset_root: str = UNSET_DATASET,
-    max_steps: int = 1000,
+    max_steps: int = ONE_EPOCH,
     lr: float = 5e-6,
 ) -> run.Partial:
     """Full-parameter supervised fine-tuning, starting from the model's imported NeMo checkpoint."""
@@ -81,8 +82,8 @@ def sft(
         model=blocks.model(model_name),
         data=finetuning_data(model_name, dataset_root, seq_length, global_batch_size),
         trainer=blocks.trainer(max_steps=max_steps),
-        log=blocks.logger(f"{model_name}_sft", every_n_train_steps=max(1, max_steps // 10)),
-        optim=blocks.optimizer(lr=lr, warmup_steps=min(50, max_steps // 10), min_lr_ratio=0.0),
+        log=blocks.logger(f"{model_name}_sft"),
+        optim=blocks.optimizer(lr=lr, warmup_steps=50, min_lr_ratio=0.0),
         resume=blocks.resume(),
         peft=None,
         tokenizer="data",  # one tokenizer, the data module's, for the model too

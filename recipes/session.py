@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import fiddle as fdl
 import nemo_run as run
 
-from recipes import overrides, registry, resolve, validation
+from recipes import epoch, overrides, registry, resolve, validation
 from recipes.errors import UserError
 from runtime import entry, executors, machine
 
@@ -28,6 +28,8 @@ def prepare(name: str, override_args: list[str], fit_to_machine: bool = True) ->
     overrides.apply(config, override_args)
     # A Slurm job runs elsewhere: fitting the config to this (submitting) machine would be wrong there.
     changes = machine.adapt(config) if fit_to_machine and kind == "local" else []
+    if fit_to_machine:
+        changes += filter(None, [epoch.fill_max_steps(config)])
     validation.validate(config)
     prepared = Prepared(name, config, changes, executor=kind)
     if kind == "slurm":

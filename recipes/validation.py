@@ -154,7 +154,14 @@ def check_optimizer_offload(get: View):
         yield "optim.config.optimizer_cpu_offload=True needs optim.config.use_distributed_optimizer=True"
 
 
+def check_max_steps(get: View):
+    steps = get("trainer.max_steps")
+    if steps is not None and steps != -1 and steps <= 0:
+        yield f"trainer.max_steps ({steps}) must be positive, or -1 for one epoch over the data"
+
+
 RULES = [
+    check_max_steps,
     check_world_size,
     check_global_batch,
     check_heads,

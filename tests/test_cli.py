@@ -109,7 +109,7 @@ def test_diff_takes_overrides_on_the_first_recipe(nemo, capsys):
 
 
 def test_gpu_recipe_refuses_to_train_without_cuda(nemo, capsys):
-    code, _, err = run_cli(capsys, "recipe=llama32_1b_sft", "data.dataset_root=/tmp")
+    code, _, err = run_cli(capsys, "recipe=llama32_1b_sft", "data.dataset_root=/tmp", "trainer.max_steps=10")
     assert code == 2
     assert "trainer.accelerator='gpu' but this machine has no CUDA device" in err
 
@@ -118,3 +118,17 @@ def test_gpu_recipe_refuses_to_train_without_cuda(nemo, capsys):
 def test_exactly_one_recipe(capsys, argv):
     code, _, err = run_cli(capsys, *argv)
     assert code == 2 and "name exactly one recipe" in err
+
+
+def test_one_epoch_is_computed_from_the_data(nemo, capsys):
+    code, out, _ = run_cli(capsys, "recipe=tiny_llama_pretrain", "trainer.max_steps=-1", "--dryrun")
+    assert code == 0
+    # 112998 tokens, 95% for training, sequences of 128, global batch 8
+    assert "trainer.max_steps=105 (one epoch: 838 samples / global batch 8)" in out
+    assert "max_steps: 105" in out
+
+
+def test_one_epoch_needs_the_data(nemo, capsys):
+    code, _, err = run_cli(capsys, "recipe=llama31_8b_pretrain", "--dryrun")
+    assert code == 2
+    assert "data.paths: no prepared corpus at <set data.paths to prepared corpus prefixes>" in err

@@ -14,7 +14,7 @@ from nemo.lightning.pytorch.optim import CosineAnnealingScheduler
 from fiddle import history
 
 from models.catalog import MODELS
-from recipes import loggers
+from recipes import factories
 
 RESULTS_DIR = "results"
 
@@ -131,7 +131,7 @@ def logger(name: str, every_n_train_steps: int = 100, keep: int = 2) -> run.Conf
         name=name,
         log_dir=RESULTS_DIR,
         use_datetime_version=False,
-        tensorboard=loggers.tensorboard(),
+        tensorboard=factories.tensorboard(),
         wandb=None,  # log.wandb=wandb(project=...,name=...) switches it on
         ckpt=run.Config(
             nl.ModelCheckpoint,

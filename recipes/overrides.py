@@ -17,7 +17,7 @@ import yaml
 from fiddle import history
 from nemo_run.cli.cli_parser import CLIException, ParseError, parse_cli_args, parse_factory
 
-from recipes import loggers  # noqa: F401  registers the logger factories with nemo_run
+from recipes import factories  # noqa: F401  registers object-valued choices with nemo_run
 
 from recipes.errors import UserError
 

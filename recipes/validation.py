@@ -160,6 +160,16 @@ def check_max_steps(get: View):
         yield f"trainer.max_steps ({steps}) must be positive, or -1 for one epoch over the data"
 
 
+def check_packed_sequences(get: View):
+    size = get("data.packed_sequence_specs.packed_sequence_size")
+    if size is None:
+        return
+    if get(MICRO_BATCH) != 1:
+        yield f"packed sequences need {MICRO_BATCH}=1 (a packed row already holds many sequences), not {get(MICRO_BATCH)}"
+    if get(DATA_SEQ) is not None and size != get(DATA_SEQ):
+        yield f"data.packed_sequence_specs.packed_sequence_size ({size}) must equal {DATA_SEQ} ({get(DATA_SEQ)})"
+
+
 RULES = [
     check_max_steps,
     check_world_size,
@@ -173,6 +183,7 @@ RULES = [
     check_cpu_offloading,
     check_recompute,
     check_optimizer_offload,
+    check_packed_sequences,
     check_preference,
 ]
 

@@ -73,6 +73,14 @@ RULE_CASES = {
         [TINY, "model.config.recompute_granularity=selective", "model.config.recompute_method=uniform"],
         "model.config.recompute_method='uniform' applies only with model.config.recompute_granularity='full'",
     ),
+    "packed sequences": (
+        ["tiny_llama_sft", "data.packed_sequence_specs=packed(directory=/tmp/packed,size=256)"],
+        "packed sequences need data.micro_batch_size=1 (a packed row already holds many sequences), not 4",
+    ),
+    "packed size": (
+        ["tiny_llama_sft", "data.packed_sequence_specs=packed(directory=/tmp/packed,size=256)", "data.micro_batch_size=1"],
+        "data.packed_sequence_specs.packed_sequence_size (256) must equal data.seq_length (128)",
+    ),
     "optimizer offload": (
         [TINY, "optim.config.optimizer_cpu_offload=true", "optim.config.optimizer_offload_fraction=1.5"],
         "optim.config.optimizer_offload_fraction (1.5) must be between 0 and 1",

@@ -1,7 +1,8 @@
-"""Experiment loggers, switched on from the command line through nemo_run's factory registry:
+"""Values that are objects, not scalars, chosen on the command line through nemo_run's factory registry:
 
     python launch.py recipe=... log.wandb=wandb(project=my-project,name=run-1)
     python launch.py recipe=... log.tensorboard=None
+    python launch.py recipe=... data.packed_sequence_specs=packed(directory=/data/sft/packed,size=4096)
 
 (nemo_run parses `Optional[str]` but not `str | None` in factory signatures.)
 W&B reads its key from the environment (WANDB_API_KEY) only; nothing here or in any config holds it.
@@ -12,6 +13,7 @@ from typing import Optional
 import nemo_run as run
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from nemo import lightning as nl
+from nemo.collections import llm
 
 
 @run.cli.factory(target=nl.NeMoLogger, target_arg="wandb")
@@ -23,3 +25,21 @@ def wandb(project: str = "nemo-recipes", name: Optional[str] = None, entity: Opt
 def tensorboard(name: str = "tensorboard") -> run.Config:
     """TensorBoard event files under the run's log directory (NeMoLogger points save_dir there)."""
     return run.Config(TensorBoardLogger, save_dir="tb_logs", name=name)
+
+
+@run.cli.factory(target=llm.FineTuningDataModule, target_arg="packed_sequence_specs")
+def packed(directory: str, size: int, pad_cu_seqlens: bool = False) -> run.Config:
+    """SFT data packed by `python -m data.packing --output-dir DIRECTORY --pack-size SIZE`."""
+    from nemo.collections.llm.gpt.data.packed_sequence import PackedSequenceSpecs
+
+    from data.packing import packed_paths
+
+    paths = packed_paths(directory, size)
+    return run.Config(
+        PackedSequenceSpecs,
+        packed_sequence_size=size,
+        packed_train_data_path=str(paths["training"]),
+        packed_val_data_path=str(paths["validation"]),
+        packed_metadata_path=str(paths["metadata"]),
+        pad_cu_seqlens=pad_cu_seqlens,
+    )

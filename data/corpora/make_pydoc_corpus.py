@@ -4,6 +4,11 @@ Real English prose that every Python install carries, so the tiny pretraining re
 not random tokens, without a download. Each topic is split into documents of whole paragraphs.
 
     python data/corpora/make_pydoc_corpus.py
+    python -m data.prepare_pretraining --input data/corpora/pydoc_topics.jsonl \
+        --tokenizer models/tokenizers/tiny --output-prefix data/corpora/pydoc_topics --append-eod
+
+The second command writes pydoc_topics_text_document.{bin,idx}, which tiny_llama_pretrain trains on
+(a test checks the committed pair is what it writes).
 """
 
 import json

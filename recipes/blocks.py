@@ -144,6 +144,9 @@ def logger(name: str, every_n_train_steps: int = 100, keep: int = 2) -> run.Conf
             # A checkpoint without optimizer state cannot resume: keep it on the final save too.
             save_optim_on_train_end=True,
             filename="{step}-{consumed_samples}",
+            # Lightning's "-last" version counter loops on a broadcast whose count can differ per
+            # rank at train end (seen: a 2-process CPU run hung there); resume wants one "-last" anyway.
+            enable_version_counter=False,
         ),
     )
 

@@ -1,8 +1,8 @@
-"""Llama 3.1 70B: pretraining, full SFT and LoRA. Architecture from models/catalog.py; shared defaults from recipes/algorithms.py."""
+"""Llama 3.1 70B: pretraining, full SFT, LoRA, DPO and SimPO. Architecture from models/catalog.py; shared defaults from recipes/algorithms.py."""
 
 import nemo_run as run
 
-from recipes import algorithms
+from recipes import algorithms, preference
 from recipes.registry import recipe
 
 MODEL = "llama31_70b"
@@ -51,6 +51,86 @@ def llama31_70b_lora() -> run.Partial:
         python launch.py recipe=llama31_70b_lora data.dataset_root=/data/sft
     """
     recipe = algorithms.lora(MODEL)
+    recipe.trainer.strategy.tensor_model_parallel_size = 8
+    recipe.trainer.strategy.sequence_parallel = True
+    return recipe
+
+
+@recipe
+def llama31_70b_dpo() -> run.Partial:
+    """Full-parameter DPO of Llama 3.1 70B (beta 0.1, seq 4096, 64 pairs a step, lr 5e-7).
+
+    The reference is the starting weights, scored once over all pairs before step 1 (no second model).
+    Starts from the imported base weights; from your SFT checkpoint instead: resume.restore_config.path=<folder>.
+    Sized for 8 nodes x 8 H100 80GB: TP 8 x DP 8, full activation recompute. Not llama31_70b_sft's TP 8 x PP 4 on 4
+    nodes: the precomputed DPO reference needs pipeline parallel 1 (and SimPO is untested with PP), and without PP 4
+    nodes cannot hold the weights, fp32 grads and sharded Adam state (~66 GB/GPU at DP 8, ~79 GB at DP 4).
+
+        python launch.py recipe=llama31_70b_dpo data.paths=[/data/pairs.jsonl]
+    """
+    recipe = preference.dpo(MODEL)
+    recipe.trainer.strategy.tensor_model_parallel_size = 8
+    recipe.trainer.strategy.sequence_parallel = True
+    recipe.model.config.recompute_granularity = "full"
+    recipe.model.config.recompute_method = "uniform"
+    recipe.model.config.recompute_num_layers = 1
+    recipe.trainer.num_nodes = 8
+    return recipe
+
+
+@recipe
+def llama31_70b_dpo_lora() -> run.Partial:
+    """LoRA (rank 16, alpha 32) DPO of Llama 3.1 70B (beta 0.1, seq 4096, 64 pairs a step, lr 5e-6).
+
+    The reference is the same weights with the adapters off: no copy, no pre-pass.
+    Starts from the imported base weights; from your SFT checkpoint instead: resume.restore_config.path=<folder>.
+    Sized for 1 node x 8 H100 80GB, as llama31_70b_lora: TP 8.
+
+        python launch.py recipe=llama31_70b_dpo_lora data.paths=[/data/pairs.jsonl]
+    """
+    recipe = preference.dpo(MODEL, lora=True)
+    recipe.trainer.strategy.tensor_model_parallel_size = 8
+    recipe.trainer.strategy.sequence_parallel = True
+    return recipe
+
+
+@recipe
+def llama31_70b_simpo() -> run.Partial:
+    """Full-parameter SimPO of Llama 3.1 70B (beta 2.0, gamma 1.0, seq 4096, 64 pairs a step, lr 5e-7).
+
+    Reference-free. beta/gamma/lr: adopted from the SimPO paper's Llama-3-8B-Base setting (beta 2.0, gamma/beta 0.5;
+    the paper has no 70B run): same family and tokenizer, base weights preference-tuned after SFT; lr lowered from
+    the paper's 6e-7 to 5e-7 for the larger model.
+    Starts from the imported base weights; from your SFT checkpoint instead: resume.restore_config.path=<folder>.
+    Sized for 8 nodes x 8 H100 80GB: TP 8 x DP 8, full activation recompute. Not llama31_70b_sft's TP 8 x PP 4 on 4
+    nodes: the precomputed DPO reference needs pipeline parallel 1 (and SimPO is untested with PP), and without PP 4
+    nodes cannot hold the weights, fp32 grads and sharded Adam state (~66 GB/GPU at DP 8, ~79 GB at DP 4).
+
+        python launch.py recipe=llama31_70b_simpo data.paths=[/data/pairs.jsonl]
+    """
+    beta, gamma = preference.SIMPO_SETTINGS["llama3_base"]
+    recipe = preference.simpo(MODEL, beta=beta, gamma=gamma, lr=5e-7)
+    recipe.trainer.strategy.tensor_model_parallel_size = 8
+    recipe.trainer.strategy.sequence_parallel = True
+    recipe.model.config.recompute_granularity = "full"
+    recipe.model.config.recompute_method = "uniform"
+    recipe.model.config.recompute_num_layers = 1
+    recipe.trainer.num_nodes = 8
+    return recipe
+
+
+@recipe
+def llama31_70b_simpo_lora() -> run.Partial:
+    """LoRA (rank 16, alpha 32) SimPO of Llama 3.1 70B (beta 2.0, gamma 1.0, 64 pairs a step, lr 5e-6).
+
+    beta/gamma as llama31_70b_simpo (SimPO paper, see there); lr 10x the full-parameter rate, as for LoRA DPO.
+    Starts from the imported base weights; from your SFT checkpoint instead: resume.restore_config.path=<folder>.
+    Sized for 1 node x 8 H100 80GB, as llama31_70b_lora: TP 8.
+
+        python launch.py recipe=llama31_70b_simpo_lora data.paths=[/data/pairs.jsonl]
+    """
+    beta, gamma = preference.SIMPO_SETTINGS["llama3_base"]
+    recipe = preference.simpo(MODEL, lora=True, beta=beta, gamma=gamma, lr=5e-6)
     recipe.trainer.strategy.tensor_model_parallel_size = 8
     recipe.trainer.strategy.sequence_parallel = True
     return recipe

@@ -1,8 +1,8 @@
-"""Llama 3.2 3B: pretraining, full SFT and LoRA. Architecture from models/catalog.py; shared defaults from recipes/algorithms.py."""
+"""Llama 3.2 3B: pretraining, full SFT, LoRA, DPO and SimPO. Architecture from models/catalog.py; shared defaults from recipes/algorithms.py."""
 
 import nemo_run as run
 
-from recipes import algorithms
+from recipes import algorithms, preference
 from recipes.registry import recipe
 
 MODEL = "llama32_3b"
@@ -42,4 +42,68 @@ def llama32_3b_lora() -> run.Partial:
         python launch.py recipe=llama32_3b_lora data.dataset_root=/data/sft
     """
     recipe = algorithms.lora(MODEL)
+    return recipe
+
+
+@recipe
+def llama32_3b_dpo() -> run.Partial:
+    """Full-parameter DPO of Llama 3.2 3B (beta 0.1, seq 4096, 64 pairs a step, lr 5e-7).
+
+    The reference is the starting weights, scored once over all pairs before step 1 (no second model).
+    Starts from the imported base weights; from your SFT checkpoint instead: resume.restore_config.path=<folder>.
+    Sized for 1 node x 8 H100 80GB, as llama32_3b_sft: data parallel 8; selective recompute, as llama32_3b_pretrain,
+    since a micro batch is one pair = 2 x 4096 tokens.
+
+        python launch.py recipe=llama32_3b_dpo data.paths=[/data/pairs.jsonl]
+    """
+    recipe = preference.dpo(MODEL)
+    recipe.model.config.recompute_granularity = "selective"
+    return recipe
+
+
+@recipe
+def llama32_3b_dpo_lora() -> run.Partial:
+    """LoRA (rank 16, alpha 32) DPO of Llama 3.2 3B (beta 0.1, seq 4096, 64 pairs a step, lr 5e-6).
+
+    The reference is the same weights with the adapters off: no copy, no pre-pass.
+    Starts from the imported base weights; from your SFT checkpoint instead: resume.restore_config.path=<folder>.
+    Sized for 1 node x 8 H100 80GB, as llama32_3b_lora: data parallel 8.
+
+        python launch.py recipe=llama32_3b_dpo_lora data.paths=[/data/pairs.jsonl]
+    """
+    recipe = preference.dpo(MODEL, lora=True)
+    return recipe
+
+
+@recipe
+def llama32_3b_simpo() -> run.Partial:
+    """Full-parameter SimPO of Llama 3.2 3B (beta 2.0, gamma 1.0, seq 4096, 64 pairs a step, lr 6e-7).
+
+    Reference-free. beta/gamma/lr: adopted from the SimPO paper's Llama-3-8B-Base setting (beta 2.0, gamma/beta 0.5,
+    lr 6e-7; the paper did not cover Llama 3.2): the same Llama 3 tokenizer, so the per-token log-prob scale that
+    gamma is measured against is the same, and a base model preference-tuned after SFT.
+    Starts from the imported base weights; from your SFT checkpoint instead: resume.restore_config.path=<folder>.
+    Sized for 1 node x 8 H100 80GB, as llama32_3b_sft: data parallel 8; selective recompute, as llama32_3b_pretrain,
+    since a micro batch is one pair = 2 x 4096 tokens.
+
+        python launch.py recipe=llama32_3b_simpo data.paths=[/data/pairs.jsonl]
+    """
+    beta, gamma = preference.SIMPO_SETTINGS["llama3_base"]
+    recipe = preference.simpo(MODEL, beta=beta, gamma=gamma, lr=6e-7)
+    recipe.model.config.recompute_granularity = "selective"
+    return recipe
+
+
+@recipe
+def llama32_3b_simpo_lora() -> run.Partial:
+    """LoRA (rank 16, alpha 32) SimPO of Llama 3.2 3B (beta 2.0, gamma 1.0, 64 pairs a step, lr 6e-6).
+
+    beta/gamma as llama32_3b_simpo (SimPO paper, see there); lr 10x the full-parameter rate, as for LoRA DPO.
+    Starts from the imported base weights; from your SFT checkpoint instead: resume.restore_config.path=<folder>.
+    Sized for 1 node x 8 H100 80GB, as llama32_3b_lora: data parallel 8.
+
+        python launch.py recipe=llama32_3b_simpo_lora data.paths=[/data/pairs.jsonl]
+    """
+    beta, gamma = preference.SIMPO_SETTINGS["llama3_base"]
+    recipe = preference.simpo(MODEL, lora=True, beta=beta, gamma=gamma, lr=6e-6)
     return recipe

@@ -1,8 +1,8 @@
-"""Mistral 7B v0.1: pretraining, full SFT and LoRA. Architecture from models/catalog.py; shared defaults from recipes/algorithms.py."""
+"""Mistral 7B v0.1: pretraining, full SFT, LoRA, DPO and SimPO. Architecture from models/catalog.py; shared defaults from recipes/algorithms.py."""
 
 import nemo_run as run
 
-from recipes import algorithms
+from recipes import algorithms, preference
 from recipes.registry import recipe
 
 MODEL = "mistral_7b"
@@ -45,4 +45,67 @@ def mistral_7b_lora() -> run.Partial:
         python launch.py recipe=mistral_7b_lora data.dataset_root=/data/sft
     """
     recipe = algorithms.lora(MODEL)
+    return recipe
+
+
+@recipe
+def mistral_7b_dpo() -> run.Partial:
+    """Full-parameter DPO of Mistral 7B v0.1 (beta 0.1, seq 4096, 64 pairs a step, lr 5e-7).
+
+    The reference is the starting weights, scored once over all pairs before step 1 (no second model).
+    Starts from the imported base weights; from your SFT checkpoint instead: resume.restore_config.path=<folder>.
+    Sized for 1 node x 8 H100 80GB, as mistral_7b_sft: tensor parallel 2 x data parallel 4.
+
+        python launch.py recipe=mistral_7b_dpo data.paths=[/data/pairs.jsonl]
+    """
+    recipe = preference.dpo(MODEL)
+    recipe.trainer.strategy.tensor_model_parallel_size = 2
+    recipe.trainer.strategy.sequence_parallel = True
+    return recipe
+
+
+@recipe
+def mistral_7b_dpo_lora() -> run.Partial:
+    """LoRA (rank 16, alpha 32) DPO of Mistral 7B v0.1 (beta 0.1, seq 4096, 64 pairs a step, lr 5e-6).
+
+    The reference is the same weights with the adapters off: no copy, no pre-pass.
+    Starts from the imported base weights; from your SFT checkpoint instead: resume.restore_config.path=<folder>.
+    Sized for 1 node x 8 H100 80GB, as mistral_7b_lora: data parallel 8.
+
+        python launch.py recipe=mistral_7b_dpo_lora data.paths=[/data/pairs.jsonl]
+    """
+    recipe = preference.dpo(MODEL, lora=True)
+    return recipe
+
+
+@recipe
+def mistral_7b_simpo() -> run.Partial:
+    """Full-parameter SimPO of Mistral 7B v0.1 (beta 2.0, gamma 1.6, seq 4096, 64 pairs a step, lr 3e-7).
+
+    Reference-free. beta/gamma/lr: the SimPO paper's Mistral-7B-Base setting (beta 2.0, gamma/beta 0.8 -> gamma 1.6,
+    lr 3e-7), which is this model (v0.1 base) preference-tuned after SFT.
+    Starts from the imported base weights; from your SFT checkpoint instead: resume.restore_config.path=<folder>.
+    Sized for 1 node x 8 H100 80GB, as mistral_7b_sft: tensor parallel 2 x data parallel 4.
+
+        python launch.py recipe=mistral_7b_simpo data.paths=[/data/pairs.jsonl]
+    """
+    beta, gamma = preference.SIMPO_SETTINGS["mistral_base"]
+    recipe = preference.simpo(MODEL, beta=beta, gamma=gamma, lr=3e-7)
+    recipe.trainer.strategy.tensor_model_parallel_size = 2
+    recipe.trainer.strategy.sequence_parallel = True
+    return recipe
+
+
+@recipe
+def mistral_7b_simpo_lora() -> run.Partial:
+    """LoRA (rank 16, alpha 32) SimPO of Mistral 7B v0.1 (beta 2.0, gamma 1.6, 64 pairs a step, lr 3e-6).
+
+    beta/gamma as mistral_7b_simpo (SimPO paper, see there); lr 10x the full-parameter rate, as for LoRA DPO.
+    Starts from the imported base weights; from your SFT checkpoint instead: resume.restore_config.path=<folder>.
+    Sized for 1 node x 8 H100 80GB, as mistral_7b_lora: data parallel 8.
+
+        python launch.py recipe=mistral_7b_simpo_lora data.paths=[/data/pairs.jsonl]
+    """
+    beta, gamma = preference.SIMPO_SETTINGS["mistral_base"]
+    recipe = preference.simpo(MODEL, lora=True, beta=beta, gamma=gamma, lr=3e-6)
     return recipe

@@ -138,7 +138,15 @@ def _apply_one(config: fdl.Buildable, key: str, value: str) -> None:
     if built is not None:
         _set(config, key, built)
         return
-    members = _union_members(_annotation(config, key))
+    annotation = _annotation(config, key)
+    if typing.get_origin(annotation) in (list, tuple) or annotation in (list, tuple):
+        # nemo_run's parser cannot read list[str]; a literal [a, b] can.
+        parsed = _literal(value)
+        if not isinstance(parsed, (list, tuple)):
+            raise OverrideError(f"{key}: '{value}' is not a list; write {key}=[{value}]")
+        _set(config, key, list(parsed))
+        return
+    members = _union_members(annotation)
     if members:
         # nemo_run's parser takes the first union member that accepts the text ('2' becomes str for
         # `list | str | int`); a YAML literal keeps 2 an int and [a, b] a list.

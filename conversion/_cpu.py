@@ -1,6 +1,7 @@
 """The minimum needed to run NeMo 2's HF importers/exporters on a machine without CUDA.
 
-To be folded into runtime/cpu.py. Everything here is a no-op when CUDA is available.
+The redirects shared with training come from runtime/cpu.py; the rest is conversion-specific.
+Everything here is a no-op when CUDA is available.
 
 What breaks without CUDA / Transformer Engine, and what we do about it:
 
@@ -32,13 +33,10 @@ What breaks without CUDA / Transformer Engine, and what we do about it:
   state_dict_saver.save_state_dict_async_finalize builds a tensor on
   torch.cuda.current_device(); ModelConnector.nemo_load (the exporters' loader) reaches
   MegatronParallel.init_model_parallel, which opens `torch.cuda.stream(torch.cuda.Stream())`
-  around init_ddp (a no-op for its ddp="pytorch"). `cuda_queries_answered_by_cpu()` makes
-  synchronize/current_device/Stream/stream answer for the CPU for the duration of the block
-  (runtime.cpu.enable() does the same, permanently).
-
-* MegatronCheckpointIO.load_checkpoint ends in nemo.lightning.io.pl._fix_tensors_device, which
-  asserts torch.cuda.is_initialized() and moves loaded tensors to the current GPU.
-  `loaded_tensors_stay_on_cpu()` makes it the identity (as runtime.cpu.enable() does).
+  around init_ddp (a no-op for its ddp="pytorch"). MegatronCheckpointIO.load_checkpoint ends in
+  nemo.lightning.io.pl._fix_tensors_device, which asserts torch.cuda.is_initialized() and moves
+  loaded tensors to the current GPU. runtime.cpu.enable() (the training path's redirects) answers
+  all of these for the CPU; `runtime_cpu_redirects()` applies it (permanently for the process).
 """
 
 from __future__ import annotations
@@ -165,39 +163,19 @@ def synchronous_checkpoint_save() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def cuda_queries_answered_by_cpu() -> Iterator[None]:
-    if cuda_available():
-        yield
-        return
+def runtime_cpu_redirects() -> Iterator[None]:
+    """runtime.cpu.enable(): the training path's CPU redirects, applied once and for the rest of the
+    process (torch.cuda.synchronize/current_device/Stream/stream answer for the CPU; loaded checkpoints
+    stay where they are; ...). A no-op when CUDA is available."""
+    from runtime import cpu
 
-    import torch
-
-    cuda = torch.cuda
-    original = cuda.synchronize, cuda.current_device, cuda.Stream, cuda.stream
-    cuda.synchronize = lambda device=None: None
-    cuda.current_device = lambda: torch.device("cpu")
-    cuda.Stream = lambda *args, **kwargs: None
-    cuda.stream = lambda stream=None: contextlib.nullcontext()
-    try:
-        yield
-    finally:
-        cuda.synchronize, cuda.current_device, cuda.Stream, cuda.stream = original
+    cpu.enable()
+    yield
 
 
-@contextlib.contextmanager
-def loaded_tensors_stay_on_cpu() -> Iterator[None]:
-    if cuda_available():
-        yield
-        return
-
-    from nemo.lightning.io import pl
-
-    original_fix_tensors_device = pl._fix_tensors_device
-    pl._fix_tensors_device = lambda checkpoint: checkpoint
-    try:
-        yield
-    finally:
-        pl._fix_tensors_device = original_fix_tensors_device
+# The names the conversions used before the redirects were shared with runtime/cpu.py.
+cuda_queries_answered_by_cpu = runtime_cpu_redirects
+loaded_tensors_stay_on_cpu = runtime_cpu_redirects
 
 
 @contextlib.contextmanager
@@ -207,7 +185,6 @@ def cpu_conversion() -> Iterator[None]:
         fusions_off(),
         local_spec_state_names(),
         synchronous_checkpoint_save(),
-        cuda_queries_answered_by_cpu(),
-        loaded_tensors_stay_on_cpu(),
+        runtime_cpu_redirects(),
     ):
         yield

@@ -2,10 +2,12 @@
 
     python -m conversion.merge_lora --lora CKPT_DIR --out DIR [--overwrite]
 
-A thin wrapper over NeMo's own `llm.peft.merge_lora` (LoRAMerge: W += alpha/dim * B @ A), run
-with the CPU patches of conversion._cpu, written atomically. NeMo's merge loads the model in
-bfloat16 (its choice, kept here), so the merged checkpoint is bf16 even if the base was fp32.
-Export the result with `python -m conversion.nemo_to_hf`.
+NeMo's own merge (`llm.peft.merge_lora`'s steps and its LoRAMerge: W += alpha/dim * B @ A), run
+with the CPU patches of conversion._cpu, written atomically. Two differences from
+`llm.peft.merge_lora`: the model keeps the parameter dtype recorded in the checkpoint's context
+(NeMo forces bfloat16, which would round an fp32 model), and the tokenizer is staged in a private
+temporary folder instead of the shared /tmp/nemo_tokenizer. Export the result with
+`python -m conversion.nemo_to_hf`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,51 @@ def base_checkpoint_of(lora_ckpt: Path) -> Path:
     return base
 
 
+def _merge_keeping_dtype(lora_ckpt: Path, out: Path, tokenizer_scratch: Path):
+    """nemo.collections.llm.peft.api.merge_lora, step for step, in the checkpoint's own dtype."""
+    from megatron.core import dist_checkpointing
+    from nemo import lightning as nl
+    from nemo.collections.common.tokenizers.huggingface.auto_tokenizer import AutoTokenizer
+    from nemo.collections.llm.peft import api
+    from nemo.collections.llm.peft.lora import LoRAMerge
+    from nemo.lightning.ckpt_utils import ckpt_to_context_subdir
+    from nemo.lightning.io.pl import TrainerContext, ckpt_to_weights_subdir
+
+    import torch
+
+    from runtime import no_te
+
+    no_te.enable()  # LoRA.transform compares modules with te.Linear, which raises without TE
+    model, lora = api._load_base_model_and_lora(lora_ckpt)
+    # NeMo's loader sets bf16; use what the training run recorded instead (fp32 for the CPU recipes).
+    dtype = getattr(model.__io__.config, "params_dtype", None) or torch.float32
+    if dtype == torch.float32:
+        model.config.bf16, model.config.params_dtype = False, torch.float32
+        precision = nl.MegatronMixedPrecision(precision="32", params_dtype=torch.float32, pipeline_dtype=torch.float32)
+    else:
+        precision = nl.MegatronMixedPrecision(precision="bf16-mixed")
+    trainer = nl.Trainer(
+        devices=1,
+        accelerator="cpu",
+        strategy=nl.MegatronStrategy(ddp="pytorch", setup_optimizers=False, ckpt_async_save=False),
+        plugins=precision,
+    )
+    api._setup_trainer_and_restore_model_and_adapter(lora_ckpt, trainer, model, lora)
+    merged = LoRAMerge()(trainer.strategy.megatron_parallel)
+    weights = {k: v for k, v in merged.sharded_state_dict().items() if ".adapter." not in k}
+    weights_dir = ckpt_to_weights_subdir(out, is_saving=True)
+    Path(weights_dir).mkdir(parents=True, exist_ok=True)
+    dist_checkpointing.save(weights, str(weights_dir), content_metadata=trainer.strategy.sharded_state_dict_metadata)
+    # api._save_merged_weight, with a private tokenizer folder.
+    if hasattr(model.tokenizer, "save_pretrained"):
+        model.tokenizer.save_pretrained(str(tokenizer_scratch))
+        model.tokenizer = AutoTokenizer(str(tokenizer_scratch))
+    if hasattr(trainer.model, "__io__") and hasattr(trainer.model.tokenizer, "__io__"):
+        trainer.model.__io__.tokenizer = trainer.model.tokenizer.__io__
+    TrainerContext.from_trainer(trainer).io_dump(ckpt_to_context_subdir(out), yaml_attrs=["model"])
+    return dtype
+
+
 def merge_lora(lora_dir: Path | str, out_dir: Path | str, overwrite: bool = False) -> Path:
     out_dir = Path(out_dir).resolve()
     refuse_existing_output(out_dir, overwrite)
@@ -46,16 +93,15 @@ def merge_lora(lora_dir: Path | str, out_dir: Path | str, overwrite: bool = Fals
     started = time.perf_counter()
     log(f"LoRA {lora_ckpt}, base {base}")
 
-    from nemo.collections import llm
-
     from conversion._cpu import cpu_conversion
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-") as staging:
         staged = Path(staging) / "checkpoint"
         try:
-            with cpu_conversion():
-                llm.peft.merge_lora(lora_checkpoint_path=str(lora_ckpt), output_path=str(staged))
+            with cpu_conversion(), tempfile.TemporaryDirectory(prefix="merge_lora-") as scratch:
+                dtype = _merge_keeping_dtype(lora_ckpt, staged, Path(scratch) / "nemo_tokenizer")
+            log(f"merged in {dtype}")
         except Exception as error:
             raise ConversionError(f"NeMo merge_lora failed: {type(error).__name__}: {error}") from error
         if not (staged / "weights").is_dir() or not (staged / "context" / "io.json").is_file():

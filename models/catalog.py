@@ -60,7 +60,9 @@ MODELS = {
             description="SmolLM2-135M-Instruct: a real pretrained Llama small enough for CPU",
             model_class="nemo.collections.llm.LlamaModel",
             config_class=f"{_LLAMA}.Llama3Config",
-            tokenizer="HuggingFaceTB/SmolLM2-135M-Instruct",
+            # The tokenizer files hf_to_nemo staged from .cache/smollm2-135m-instruct (recipes/smollm2_135m.py);
+            # not the HF folder itself, whose 540 MB of weights NeMo would copy into every checkpoint.
+            tokenizer=str(REPO_ROOT / ".cache" / "smollm2-135m-instruct-nemo" / "context" / "nemo_tokenizer"),
             hf_id="HuggingFaceTB/SmolLM2-135M-Instruct",
             config_overrides=dict(
                 num_layers=30,

@@ -7,12 +7,15 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+DISTRIBUTED_VARIABLES = {"MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK"}
 FIELD = re.compile(r"(global_step|reduced_train_loss|consumed_samples): ([\d.]+)")
 
 
 def launch(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     """`python launch.py ARGS` in `cwd`, so results/ and nemo_run's state land in a temporary folder."""
-    env = dict(os.environ, NEMORUN_HOME=str(cwd / ".nemo_run"), PYTHONUNBUFFERED="1")
+    # A process group that an in-process test left behind must not leak its port and ranks into the run.
+    inherited = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_VARIABLES}
+    env = dict(inherited, NEMORUN_HOME=str(cwd / ".nemo_run"), PYTHONUNBUFFERED="1")
     return subprocess.run(
         [sys.executable, str(REPO / "launch.py"), *args],
         cwd=cwd,

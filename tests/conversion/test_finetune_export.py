@@ -1,0 +1,169 @@
+"""SmolLM2 fine-tuned on CPU through launch.py, then exported: full SFT (with the end-of-run checkpoint
+average) -> nemo_to_hf -> transformers generates; LoRA -> merge_lora -> merged == base + alpha/r * B @ A
+-> nemo_to_hf -> transformers generates."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conversion.merge_lora import merge_lora
+from conversion.nemo_to_hf import export_nemo
+from launching import assert_succeeded, launch, training_steps
+
+LORA_RANK, LORA_ALPHA = 8, 16  # recipes/smollm2_135m.py
+ADAPTED = ("linear_qkv", "linear_proj", "linear_fc1", "linear_fc2")
+
+
+def timed(label: str, step):
+    started = time.perf_counter()
+    result = step()
+    print(f"\n[timing] {label}: {time.perf_counter() - started:.1f}s")
+    return result
+
+
+# In-process conversions (the session fixtures) leave Lightning's MASTER_PORT etc. in os.environ while
+# their gloo store still listens there; a launched run inheriting them fails with EADDRINUSE.
+DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK")
+
+
+def launch_fresh(*args: str, cwd: Path):
+    saved = {name: os.environ.pop(name) for name in DIST_ENV if name in os.environ}
+    try:
+        return launch(*args, cwd=cwd)
+    finally:
+        os.environ.update(saved)
+
+
+def output_of(result) -> str:
+    return result.stdout + result.stderr
+
+
+def from_fixture(smollm2_nemo: Path, restore: Path | None = None) -> list[str]:
+    """The recipes' imported checkpoint and tokenizer (.cache/smollm2-135m-instruct-nemo) -> the session fixture's."""
+    tokenizer = smollm2_nemo / "context" / "nemo_tokenizer"
+    return [f"resume.restore_config.path={restore or smollm2_nemo}", f"data.tokenizer.pretrained_model_name={tokenizer}"]
+
+
+def run_recipe(name: str, smollm2_nemo: Path, cwd: Path) -> tuple[Path, list]:
+    result = timed(name, lambda: launch_fresh(f"recipe={name}", *from_fixture(smollm2_nemo), cwd=cwd))
+    assert_succeeded(result)
+    assert f"Restoring model weights from RestoreConfig(path='{smollm2_nemo}'" in output_of(result)
+    steps = training_steps(output_of(result))
+    print(f"\n[{name}] losses: {[round(loss, 3) for _, loss, _ in steps]}")
+    return cwd / "results" / name, steps
+
+
+def checkpoint_at(run_dir: Path, step: int) -> Path:
+    return next(p for p in (run_dir / "checkpoints").iterdir() if f"step={step}-" in p.name and not p.name.endswith("-last"))
+
+
+def plain_tensors(ckpt: Path) -> dict:
+    """Every tensor of a dist checkpoint, unsharded (layers stacked on dim 0), without building a model."""
+    from megatron.core import dist_checkpointing
+
+    from conversion._cpu import cuda_queries_answered_by_cpu
+    from conversion.average import single_process_megatron
+
+    with single_process_megatron(), cuda_queries_answered_by_cpu():
+        loaded = dist_checkpointing.load_plain_tensors(str(ckpt / "weights"))
+    return {k.removeprefix("module."): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
+
+
+def model_weights(ckpt: Path) -> dict:
+    return {k: v for k, v in plain_tensors(ckpt).items() if not k.startswith("optimizer") and v.is_floating_point()
+            and not k.endswith("_extra_state")}
+
+
+def generate(hf_dir: Path) -> str:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    config = json.loads((hf_dir / "tokenizer_config.json").read_text())
+    assert "<|im_start|>" in config.get("chat_template", ""), "the ChatML template must travel with the export"
+    tokenizer = AutoTokenizer.from_pretrained(hf_dir)
+    model = AutoModelForCausalLM.from_pretrained(hf_dir, torch_dtype=torch.float32).eval()
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}], tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=8, do_sample=False)
+    text = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    print(f"\n[generate] {hf_dir.name}: {text!r}")
+    return text
+
+
+def test_sft_runs_averages_exports_and_generates(smollm2_nemo, tmp_path):
+    run_dir, steps = run_recipe("smollm2_135m_sft", smollm2_nemo, tmp_path)
+    assert [s[0] for s in steps] == list(range(10))
+    assert all(math.isfinite(loss) and 0 < loss < 20 for _, loss, _ in steps)
+
+    # The recipe's AverageLastCheckpoints(last=2) ran after llm.finetune returned: mean of steps 4 and 9.
+    averaged_dir = run_dir / "averaged"
+    assert (averaged_dir / "context" / "io.json").is_file(), "the end-of-training average is missing"
+    step4, step9 = model_weights(checkpoint_at(run_dir, 4)), model_weights(checkpoint_at(run_dir, 9))
+    averaged = model_weights(averaged_dir)
+    assert sorted(averaged) == sorted(step9)
+    moved = 0
+    for name, tensor in step9.items():
+        expected = ((step4[name].double() + tensor.double()) / 2).to(tensor.dtype)
+        assert torch.equal(averaged[name], expected), name
+        moved += not torch.equal(step4[name], tensor)
+    assert moved > 0, "training changed no weight between steps 4 and 9"
+
+    hf_dir = timed("nemo_to_hf (sft)", lambda: export_nemo(checkpoint_at(run_dir, 9), tmp_path / "sft-hf"))
+    assert generate(hf_dir).strip()
+
+
+@pytest.fixture(scope="module")
+def lora_run(smollm2_nemo, tmp_path_factory) -> Path:
+    run_dir, steps = run_recipe("smollm2_135m_lora", smollm2_nemo, tmp_path_factory.mktemp("lora"))
+    assert [s[0] for s in steps] == list(range(10))
+    assert all(math.isfinite(loss) for _, loss, _ in steps)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def merged(lora_run, tmp_path_factory) -> Path:
+    return timed("merge_lora", lambda: merge_lora(checkpoint_at(lora_run, 9), tmp_path_factory.mktemp("merged") / "ckpt"))
+
+
+def test_lora_merge_is_base_plus_scaled_low_rank_update(smollm2_nemo, lora_run, merged):
+    base, result = model_weights(smollm2_nemo), model_weights(merged)
+    adapters = plain_tensors(checkpoint_at(lora_run, 9))
+    assert sorted(result) == sorted(base)
+    assert all(t.dtype == torch.float32 for t in result.values()), "the merge must keep the fp32 weights"
+    worst, merged_names = 0.0, []
+    for name, weight in base.items():
+        layer, _, leaf = name.rpartition(".")
+        if layer.rsplit(".", 1)[-1] in ADAPTED and leaf == "weight":
+            a, b = adapters[f"{layer}.adapter.linear_in.weight"], adapters[f"{layer}.adapter.linear_out.weight"]
+            expected = weight.double() + (LORA_ALPHA / LORA_RANK) * (b.double() @ a.double())
+            assert b.abs().max() > 0, f"{layer}: B is still zero after training"
+            diff = (result[name].double() - expected).abs().max().item()
+            worst = max(worst, diff)
+            merged_names.append(name)
+        else:
+            assert torch.equal(result[name], weight), f"{name} is not adapted and must be unchanged"
+    print(f"\n[merge] {len(merged_names)} adapted tensors, max |merged - (W + a/r B A)| = {worst:.3g}")
+    assert len(merged_names) == len(ADAPTED)
+    assert worst < 1e-6
+
+
+def test_merged_lora_exports_and_generates(merged, tmp_path):
+    hf_dir = timed("nemo_to_hf (merged lora)", lambda: export_nemo(merged, tmp_path / "lora-hf"))
+    assert json.loads((hf_dir / "config.json").read_text()).get("torch_dtype") in ("float32", None)
+    assert generate(hf_dir).strip()
+
+
+def test_launch_without_the_imported_checkpoint_names_the_commands(smollm2_nemo, tmp_path):
+    missing = tmp_path / "not-imported"
+    result = launch_fresh("recipe=smollm2_135m_lora", *from_fixture(smollm2_nemo, restore=missing), cwd=tmp_path)
+    assert result.returncode == 2, output_of(result)[-3000:]
+    assert f"error: {missing} is missing" in result.stderr
+    assert "python -m conversion.smollm2 && python -m conversion.hf_to_nemo" in result.stderr
+    assert "global_step" not in output_of(result)

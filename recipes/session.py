@@ -28,8 +28,8 @@ def prepare(name: str, override_args: list[str], fit_to_machine: bool = True) ->
     overrides.apply(config, override_args)
     # A Slurm job runs elsewhere: fitting the config to this (submitting) machine would be wrong there.
     changes = machine.adapt(config) if fit_to_machine and kind == "local" else []
-    if fit_to_machine:
-        changes += filter(None, [epoch.fill_max_steps(config)])
+    if kind == "slurm" and config.trainer.max_steps == epoch.ONE_EPOCH:
+        raise UserError("executor=slurm needs trainer.max_steps: one epoch (-1) is counted from data this machine may not see")
     validation.validate(config)
     prepared = Prepared(name, config, changes, executor=kind)
     if kind == "slurm":
@@ -130,10 +130,18 @@ def slurm_launch(prepared: Prepared) -> int:
     return 0
 
 
+def _count_one_epoch(prepared: Prepared) -> None:
+    """trainer.max_steps=-1 becomes one epoch over the data, counted here where the data is."""
+    note = epoch.fill_max_steps(prepared.config)
+    if note:
+        prepared.machine_changes.append(note)
+
+
 def dryrun(prepared: Prepared) -> str:
     if prepared.executor == "slurm":
         return slurm_dryrun(prepared)
     _check_local_options(prepared)
+    _count_one_epoch(prepared)
     executor = executors.for_recipe(prepared.config)
     parts = [f"# recipe: {prepared.name}", resolve.to_yaml(prepared.config).rstrip()]
     if prepared.machine_changes:
@@ -146,6 +154,7 @@ def launch(prepared: Prepared) -> int:
     if prepared.executor == "slurm":
         return slurm_launch(prepared)
     _check_local_options(prepared)
+    _count_one_epoch(prepared)
     executor = executors.for_recipe(prepared.config)
     executors.check_can_run(prepared.config)
     executors.launch(task(prepared), executor, prepared.name)

@@ -24,7 +24,8 @@ RULE_CASES = {
         "data.global_batch_size (6) must be divisible by data.micro_batch_size x data-parallel size (4 x 1 = 4)",
     ),
     "global batch with data parallel": (
-        [TINY, "trainer.devices=2", "data.global_batch_size=12"],
+        [TINY, "trainer.devices=2", "data.global_batch_size=12", "log.ckpt=None",
+         "trainer.enable_checkpointing=false"],
         "data.global_batch_size (12) must be divisible by data.micro_batch_size x data-parallel size (4 x 2 = 8)",
     ),
     "heads": (
@@ -80,6 +81,10 @@ RULE_CASES = {
     "packed size": (
         ["tiny_llama_sft", "data.packed_sequence_specs=packed(directory=/tmp/packed,size=256)", "data.micro_batch_size=1"],
         "data.packed_sequence_specs.packed_sequence_size (256) must equal data.seq_length (128)",
+    ),
+    "several CPU processes cannot checkpoint yet": (
+        [TINY, "trainer.devices=2"],
+        "trainer.devices=2 on the CPU cannot save checkpoints yet",
     ),
     "optimizer offload": (
         [TINY, "optim.config.optimizer_cpu_offload=true", "optim.config.optimizer_offload_fraction=1.5"],

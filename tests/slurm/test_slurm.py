@@ -202,6 +202,7 @@ def test_gpu_sbatch_scripts_rendered_not_run(session_api, home):
         "llama31_8b_pretrain",
         [
             "data.paths=[/lustre/corpora/web_text_document]",
+            "trainer.max_steps=1000",
             "trainer.num_nodes=2",
             "executor=slurm",
             "executor.account=llm_team",

@@ -26,7 +26,7 @@ from typing import Iterator
 
 from lightning.pytorch.callbacks import Callback
 
-from conversion.hf_to_nemo import ConversionError
+from conversion.hf_to_nemo import ConversionError, publish
 from conversion.nemo_to_hf import find_checkpoint_dir, is_checkpoint_dir
 
 STEP_PATTERN = re.compile(r"step=(\d+)")
@@ -192,9 +192,7 @@ def average_checkpoints(ckpt_dirs: list[Path | str], out_dir: Path | str, overwr
         staged = Path(staging) / "checkpoint"
         log(f"saving {len(averaged)} averaged tensors")
         save_model_weights(model, newest, staged)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staged.rename(out_dir)
+        publish(staged, out_dir)
     log(f"wrote {out_dir} in {time.perf_counter() - started:.0f}s")
     return out_dir
 

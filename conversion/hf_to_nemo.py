@@ -206,11 +206,18 @@ def import_hf(hf_dir: Path | str, out_dir: Path | str, family: str = "auto", ove
             except Exception as error:
                 raise ConversionError(f"NeMo import of {hf_dir} failed: {type(error).__name__}: {error}") from error
         require_complete_checkpoint(staged)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staged.rename(out_dir)
+        publish(staged, out_dir)
     log(f"wrote {out_dir} in {time.perf_counter() - started:.0f}s")
     return out_dir
+
+
+def publish(staged: Path, out_dir: Path) -> None:
+    """Moves a complete staged output into place; an older output is removed only once the new one is in."""
+    previous = out_dir.with_name(f".{out_dir.name}.previous")
+    if out_dir.exists():
+        out_dir.rename(previous)
+    staged.rename(out_dir)
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

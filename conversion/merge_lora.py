@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from conversion.hf_to_nemo import ConversionError, refuse_existing_output
+from conversion.hf_to_nemo import ConversionError, publish, refuse_existing_output
 from conversion.nemo_to_hf import find_checkpoint_dir
 
 ADAPTER_METADATA = "adapter_metadata.json"  # nemo.lightning.ckpt_utils.ADAPTER_META_FILENAME
@@ -106,9 +105,7 @@ def merge_lora(lora_dir: Path | str, out_dir: Path | str, overwrite: bool = Fals
             raise ConversionError(f"NeMo merge_lora failed: {type(error).__name__}: {error}") from error
         if not (staged / "weights").is_dir() or not (staged / "context" / "io.json").is_file():
             raise ConversionError(f"merge_lora wrote an incomplete checkpoint in {staged}")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staged.rename(out_dir)
+        publish(staged, out_dir)
     log(f"wrote {out_dir} in {time.perf_counter() - started:.0f}s")
     return out_dir
 

@@ -14,7 +14,6 @@ context (context/nemo_tokenizer for imported models). --chat-template FILE sets/
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 from conversion.hf_to_nemo import (
     FAMILY_MODEL_CLASSES,
     ConversionError,
+    publish,
     refuse_existing_output,
     refuse_shape_mismatches,
     safetensors_files,
@@ -239,9 +239,7 @@ def export_nemo(
         write_pad_token_id(tokenizer, staged)
         log("checking the result loads with transformers")
         require_loadable_hf_folder(staged)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staged.rename(out_dir)
+        publish(staged, out_dir)
     log(f"wrote {out_dir} in {time.perf_counter() - started:.0f}s")
     return out_dir
 

@@ -244,3 +244,21 @@ def test_gpu_sbatch_scripts_rendered_not_run(session_api, home):
     assert "--dependency" not in first
     assert "#SBATCH --dependency='afterany:<job id of llama31_8b_pretrain-1>'" in second
     assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout == before
+
+
+def test_cluster_preset_file_with_command_line_override(session_api, home, tmp_path):
+    """executor=FILE.yaml: a cluster file users keep; executor.key=value on the command line wins."""
+    from recipes.errors import UserError
+
+    prepared = session_api.prepare(
+        "llama31_8b_pretrain",
+        ["data.paths=[/lustre/x_text_document]", "trainer.max_steps=100",
+         f"executor={REPO}/clusters/example.yaml", "executor.partition=debug"],
+    )  # fmt: skip
+    script = session_api.dryrun(prepared)
+    assert "#SBATCH --account=llm_team" in script and "#SBATCH --partition=debug" in script
+    assert "--container-image nvcr.io/nvidia/nemo:25.09" in script
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("partition: batch\n")
+    with pytest.raises(UserError, match="must be a mapping with `executor: local | slurm`"):
+        session_api.prepare("tiny_llama_pretrain", [f"executor={bad}"])

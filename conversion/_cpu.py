@@ -44,15 +44,8 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-CUDA_ONLY_FUSIONS = {
-    "apply_rope_fusion": False,
-    "bias_activation_fusion": False,
-    "bias_dropout_fusion": False,
-    "masked_softmax_fusion": False,
-    "persist_layer_norm": False,
-    "gradient_accumulation_fusion": False,
-    "cross_entropy_loss_fusion": False,
-}
+from models.catalog import NO_TE_FUSIONS as CUDA_ONLY_FUSIONS
+
 
 
 def cuda_available() -> bool:

@@ -173,8 +173,12 @@ loaded_tensors_stay_on_cpu = runtime_cpu_redirects
 
 @contextlib.contextmanager
 def cpu_conversion() -> Iterator[None]:
-    """Everything NeMo's HF importers/exporters need to run on a CPU-only machine."""
+    """Everything NeMo's HF importers/exporters need to run on a CPU-only machine, in a process that
+    lives on afterwards (a test session, a pipeline script): its process group is taken down at the end."""
+    from runtime.process_group import left_as_found
+
     with (
+        left_as_found(),
         fusions_off(),
         local_spec_state_names(),
         synchronous_checkpoint_save(),

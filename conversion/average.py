@@ -156,8 +156,6 @@ def is_weight(key: str, value) -> bool:
 
 
 def mean_state(model, ckpt_dirs: list[Path]) -> dict:
-    import torch
-
     sums: dict = {}
     for index, ckpt_dir in enumerate(ckpt_dirs, start=1):
         log(f"loading {index}/{len(ckpt_dirs)}: {ckpt_dir.name}")

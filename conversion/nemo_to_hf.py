@@ -125,18 +125,6 @@ def resolve_hf_tokenizer(model_config, tokenizer_dir: Path | None, chat_template
 # ---------------------------------------------------------------- the export itself
 
 
-def release_distributed(was_initialized: bool) -> None:
-    """NeMo's exporter leaves the process group and model-parallel state up; later conversions need them down."""
-    import torch.distributed as dist
-
-    if was_initialized or not dist.is_initialized():
-        return
-    from megatron.core import parallel_state
-
-    parallel_state.destroy_model_parallel()
-    dist.destroy_process_group()
-
-
 def first_line_mentioning(word: str, text: str) -> str | None:
     """megatron wraps per-rank failures in a CheckpointException whose useful line is deep inside."""
     for line in text.splitlines():
@@ -146,12 +134,10 @@ def first_line_mentioning(word: str, text: str) -> str | None:
 
 
 def run_nemo_exporter(ckpt_dir: Path, staged: Path) -> None:
-    import torch.distributed as dist
     from nemo.collections import llm
 
     from conversion._cpu import cpu_conversion
 
-    was_initialized = dist.is_initialized()
     try:
         with cpu_conversion():
             llm.export_ckpt(ckpt_dir, "hf", output_path=staged)
@@ -160,8 +146,6 @@ def run_nemo_exporter(ckpt_dir: Path, staged: Path) -> None:
         if mismatch:
             raise ConversionError(f"shape mismatch between {ckpt_dir}/context and its weights: {mismatch}") from error
         raise ConversionError(f"NeMo export of {ckpt_dir} failed: {type(error).__name__}: {error}") from error
-    finally:
-        release_distributed(was_initialized)
 
 
 def write_tokenizer(tokenizer, hf_dir: Path) -> None:

@@ -7,6 +7,7 @@ renamed, so the new recipe is registered and valid at once; edit it from there.
 import argparse
 import ast
 import re
+from pathlib import Path
 
 from recipes import registry
 from recipes.errors import UserError
@@ -25,7 +26,7 @@ def _function_source(source: str, tree: ast.Module, name: str) -> str:
     return "\n".join(lines[node.decorator_list[0].lineno - 1 : node.end_lineno]) + "\n"
 
 
-def copy_recipe(source_name: str, new_name: str) -> str:
+def copy_recipe(source_name: str, new_name: str) -> Path:
     """Writes the new recipe file and returns its path."""
     recipes = registry.discover()
     source = registry.find(source_name)
@@ -46,7 +47,7 @@ def copy_recipe(source_name: str, new_name: str) -> str:
     body = _header(text, tree)
     body = body.split('"""', 2)[-1].lstrip("\n") if body.lstrip().startswith('"""') else body
     target.write_text(header + "\n" + body + "\n\n" + function)
-    return str(target)
+    return target
 
 
 def main(argv: list[str]) -> int:

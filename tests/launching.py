@@ -6,20 +6,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+from runtime.process_group import DISTRIBUTED_VARIABLES
+
 REPO = Path(__file__).resolve().parents[1]
-DISTRIBUTED_VARIABLES = {"MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK"}
 FIELD = re.compile(r"(global_step|reduced_train_loss|consumed_samples): ([\d.]+)")
 
 
-def launch(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    """`python launch.py ARGS` in `cwd`, so results/ and nemo_run's state land in a temporary folder."""
-    # A process group that an in-process test left behind must not leak its port and ranks into the run.
+def child_environment(**variables: str) -> dict[str, str]:
+    """This process's environment plus `variables`, without the rank and port of any process group here:
+    a child must never join (or collide with) a group that an in-process test brought up."""
     inherited = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_VARIABLES}
-    env = dict(inherited, NEMORUN_HOME=str(cwd / ".nemo_run"), PYTHONUNBUFFERED="1")
+    return dict(inherited, PYTHONUNBUFFERED="1", **variables)
+
+
+def launch(*args: str, cwd: Path, timeout: int = 600, **variables: str) -> subprocess.CompletedProcess:
+    """`python launch.py ARGS` in `cwd`, so results/ and nemo_run's state land in a temporary folder."""
     return subprocess.run(
         [sys.executable, str(REPO / "launch.py"), *args],
         cwd=cwd,
-        env=env,
+        env=child_environment(NEMORUN_HOME=str(cwd / ".nemo_run"), **variables),
         capture_output=True,
         text=True,
         timeout=timeout,

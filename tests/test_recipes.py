@@ -37,14 +37,14 @@ def test_no_orphan_snapshots():
 
 
 def test_copy_writes_a_registered_valid_recipe(nemo):
-    path = copying.copy_recipe("llama31_8b_sft", "pytest_copy_sft")
+    written = copying.copy_recipe("llama31_8b_sft", "pytest_copy_sft")
     try:
         assert "pytest_copy_sft" in registry.discover()
         prepared = session.prepare("pytest_copy_sft", ["trainer.max_steps=3"], fit_to_machine=False)
         original = session.prepare("llama31_8b_sft", ["trainer.max_steps=3"], fit_to_machine=False)
         assert session.diff(prepared, original).splitlines()[2:] == ["0 fields differ"]
     finally:
-        registry.RECIPES_DIR.joinpath("pytest_copy_sft.py").unlink()
+        written.unlink()
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -28,19 +27,6 @@ def timed(label: str, step):
     return result
 
 
-# In-process conversions (the session fixtures) leave Lightning's MASTER_PORT etc. in os.environ while
-# their gloo store still listens there; a launched run inheriting them fails with EADDRINUSE.
-DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK")
-
-
-def launch_fresh(*args: str, cwd: Path):
-    saved = {name: os.environ.pop(name) for name in DIST_ENV if name in os.environ}
-    try:
-        return launch(*args, cwd=cwd)
-    finally:
-        os.environ.update(saved)
-
-
 def output_of(result) -> str:
     return result.stdout + result.stderr
 
@@ -52,7 +38,7 @@ def from_fixture(smollm2_nemo: Path, restore: Path | None = None) -> list[str]:
 
 
 def run_recipe(name: str, smollm2_nemo: Path, cwd: Path) -> tuple[Path, list]:
-    result = timed(name, lambda: launch_fresh(f"recipe={name}", *from_fixture(smollm2_nemo), cwd=cwd))
+    result = timed(name, lambda: launch(f"recipe={name}", *from_fixture(smollm2_nemo), cwd=cwd))
     assert_succeeded(result)
     assert f"Restoring model weights from RestoreConfig(path='{smollm2_nemo}'" in output_of(result)
     steps = training_steps(output_of(result))
@@ -162,7 +148,7 @@ def test_merged_lora_exports_and_generates(merged, tmp_path):
 
 def test_launch_without_the_imported_checkpoint_names_the_commands(smollm2_nemo, tmp_path):
     missing = tmp_path / "not-imported"
-    result = launch_fresh("recipe=smollm2_135m_lora", *from_fixture(smollm2_nemo, restore=missing), cwd=tmp_path)
+    result = launch("recipe=smollm2_135m_lora", *from_fixture(smollm2_nemo, restore=missing), cwd=tmp_path)
     assert result.returncode == 2, output_of(result)[-3000:]
     assert f"error: {missing} is missing" in result.stderr
     assert "python -m conversion.smollm2 && python -m conversion.hf_to_nemo" in result.stderr

@@ -3,7 +3,6 @@ and a tiny CPU DPO run whose reward margin and accuracy rise. About 3 minutes on
 
 import json
 import math
-import os
 import re
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import pytest
 import torch
 
 from data.preference_module import PreferenceConfigError, PreferenceDataModule
+from launching import child_environment
 from training.preference import DPOLoss, PreferenceLossReduction, SimPOLoss
 
 REPO = Path(__file__).resolve().parents[2]
@@ -137,7 +137,7 @@ def test_validation_rule():
 
 
 def torchrun(processes: int, out: Path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = child_environment(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes),
                "--master-port", str(29650 + processes), str(REPO / "tests/preference/model_check.py"), str(out)]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -180,7 +180,7 @@ def test_tiny_dpo_raises_margin_and_accuracy(tmp_path):
     command = [sys.executable, "launch.py", "recipe=tiny_llama_dpo", f"trainer.max_steps={steps}",
                "trainer.limit_val_batches=0", f"log.log_dir={tmp_path}", f"log.ckpt.every_n_train_steps={steps}"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=400,
-                          env={**os.environ, "OMP_NUM_THREADS": "2"})
+                          env=child_environment(OMP_NUM_THREADS="2"))
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     rows = {int(m[0]): [float(v) for v in m[1:]] for m in LINE.findall(output)}

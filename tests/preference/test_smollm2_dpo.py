@@ -8,7 +8,6 @@ The caches (.cache/smollm2-135m-instruct and its NeMo import) are built once if 
 
 import json
 import math
-import os
 import re
 import subprocess
 import sys
@@ -16,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from launching import child_environment
 
 REPO = Path(__file__).resolve().parents[2]
 PAIRS = REPO / "data" / "sft_examples" / "preference_pairs.jsonl"
@@ -56,7 +57,7 @@ def trained(smollm2_caches, pairs_file, tmp_path_factory):
     command = [sys.executable, "launch.py", "recipe=smollm2_135m_dpo", f"trainer.max_steps={STEPS}",
                f"data.paths.0={pairs_file}", f"log.log_dir={log_dir}", f"log.ckpt.every_n_train_steps={STEPS}"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=400,
-                          env={**os.environ, "OMP_NUM_THREADS": "2", "NEMORUN_HOME": str(log_dir / ".nemo_run")})
+                          env=child_environment(OMP_NUM_THREADS="2", NEMORUN_HOME=str(log_dir / ".nemo_run")))
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     rows = {int(m[0]): [float(v) for v in m[1:]] for m in LINE.findall(output)}

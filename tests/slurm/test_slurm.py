@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from launching import child_environment
+
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 SECRET = "hf_PLANTED_s3cret_value_4711"
@@ -77,7 +79,7 @@ def when(stamp: str) -> datetime:
 
 def launch_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "launch.py", *args], cwd=REPO, capture_output=True, text=True, env=dict(os.environ), timeout=600
+        [sys.executable, "launch.py", *args], cwd=REPO, capture_output=True, text=True, env=child_environment(), timeout=600
     )
 
 

@@ -14,9 +14,10 @@ import argparse
 import sys
 
 from recipes import registry
-from recipes.errors import UserError
+from recipes.errors import RunFailed, UserError
 
 EXIT_USAGE = 2
+EXIT_RUN_FAILED = 1
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -57,6 +58,9 @@ def main(argv: list[str]) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except RunFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_RUN_FAILED
 
 
 def run_command(argv: list[str]) -> int:

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from data.preference import read_pairs, tokenize_pairs
 from data.sft import BadLinePolicy, prepare_template
+from nemo.collections.llm.gpt.data.fine_tuning import FineTuningDataModule
 from nemo.lightning.pytorch.plugins import MegatronDataSampler
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class PairSampler(MegatronDataSampler):
             micro_batch_size=self.micro_batch_size // 2,
             global_batch_size=self.global_batch_size // 2,
             consumed_samples=(self.init_consumed_samples // 2) if mode == "train" else 0,
-            dataloader_type=self.dataloader_type if mode == "train" else "single",
+            dataloader_type="single",
             drop_last=True,
             dataloader_mode=mode,
             rank=parallel_state.get_data_parallel_rank(),
@@ -67,15 +68,35 @@ class PairSampler(MegatronDataSampler):
 
 
 class PairDataset(Dataset):
-    def __init__(self, records: list[dict], split: str):
+    """The pairs of a split, repeated to `length` items (the pairs a run draws): one pass in a fixed shuffled
+    order per epoch, like NeMo's SFT datasets. One long Lightning epoch over the whole run lets a resumed
+    run continue at exactly the pair it stopped at; items carry their pair's index (the reference key)."""
+
+    def __init__(self, records: list[dict], split: str, length: int | None = None, seed: int = 1234,
+                 shuffle: bool = True):
         self.records = records
         self.split = split
+        self.length = max(length or 0, len(records))
+        self.seed = seed
+        self.shuffle = shuffle
+        self._order: tuple[int, list[int]] = (0, list(range(len(records))))
 
     def __len__(self) -> int:
-        return len(self.records)
+        return self.length
+
+    def order(self, epoch: int) -> list[int]:
+        """Epoch 0 in file order (already shuffled once by the data module), later epochs reshuffled."""
+        if self._order[0] != epoch:
+            order = list(range(len(self.records)))
+            if self.shuffle:
+                random.Random(self.seed + epoch).shuffle(order)
+            self._order = (epoch, order)
+        return self._order[1]
 
     def __getitem__(self, index: int) -> dict:
-        return {"index": index, **self.records[index]}
+        epoch, position = divmod(index, len(self.records))
+        pair = self.order(epoch)[position]
+        return {"index": pair, **self.records[pair]}
 
 
 def _is_tokenized(path: Path) -> bool:
@@ -165,13 +186,15 @@ class PreferenceDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.pad_to_multiple_of = pad_to_multiple_of
         self.create_attention_mask = create_attention_mask
+        self.shuffle = shuffle
         self.data_sampler = PairSampler(
             seq_len=seq_length,
             micro_batch_size=micro_batch_size,
             global_batch_size=global_batch_size,
-            dataloader_type="cyclic" if shuffle else "single",
+            dataloader_type="single",  # in dataset order: PairDataset shuffles per epoch, and resumes exactly
         )
         self.datasets: dict[str, PairDataset] = {}
+        self.init_global_step = 0
 
     def setup(self, stage: str = "") -> None:
         if self.datasets:
@@ -190,11 +213,23 @@ class PreferenceDataModule(pl.LightningDataModule):
                 f"data.global_batch_size={self.global_batch_size} needs {pairs_per_step} pairs per step but only "
                 f"{len(train)} training pairs fit data.seq_length={self.seq_length}"
             )
-        self.datasets = {"train": PairDataset(train, "train"), "validation": PairDataset(validation, "validation")}
+        steps = getattr(self.trainer, "max_steps", -1) if self.trainer is not None else -1
+        self.datasets = {
+            "train": PairDataset(train, "train", length=steps * pairs_per_step, seed=self.seed, shuffle=self.shuffle),
+            "validation": PairDataset(validation, "validation", shuffle=False),
+        }
+
+    # A resumed run continues the data where it stopped: the consumed samples are saved and restored exactly
+    # as NeMo's FineTuningDataModule does it (the same functions, on the same attributes).
+    state_dict = FineTuningDataModule.state_dict
+    load_state_dict = FineTuningDataModule.load_state_dict
 
     def _loader(self, split: str) -> DataLoader:
         from nemo.lightning.data import WrappedDataLoader
 
+        if self.trainer is not None:
+            self.init_global_step = self.trainer.global_step  # what state_dict counts consumed samples from
+            self.data_sampler.init_global_step = self.init_global_step
         return WrappedDataLoader(
             mode="train" if split == "train" else "validation",
             dataset=self.datasets[split],
@@ -211,12 +246,14 @@ class PreferenceDataModule(pl.LightningDataModule):
 
     def reference_batches(self, split: str, pairs_per_batch: int):
         """Every pair of a split once, in order, as collated batches: the reference pre-pass reads these."""
-        dataset = self.datasets.get(split)
-        if not dataset:
-            return
+        records = self.datasets[split].records if split in self.datasets else []
         collate = _Collate(split, self.pad_to_multiple_of, self.create_attention_mask)
-        for start in range(0, len(dataset), pairs_per_batch):
-            yield collate([dataset[i] for i in range(start, min(start + pairs_per_batch, len(dataset)))])
+        for start in range(0, len(records), pairs_per_batch):
+            yield collate([{"index": i, **records[i]} for i in range(start, min(start + pairs_per_batch, len(records)))])
+
+    def pairs(self, split: str) -> int:
+        """How many distinct pairs the split holds (the reference table has two rows per pair)."""
+        return len(self.datasets[split].records) if split in self.datasets else 0
 
 
 class _Collate:

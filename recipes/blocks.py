@@ -84,6 +84,9 @@ def trainer(max_steps: int = 1000) -> run.Config:
         devices=8,
         max_steps=max_steps,
         val_check_interval=100,
+        # Validate every val_check_interval steps across epochs: Lightning's per-epoch default refuses a
+        # resumed or small-data epoch shorter than the interval.
+        check_val_every_n_epoch=None,
         limit_val_batches=32,
         limit_test_batches=32,
         log_every_n_steps=10,

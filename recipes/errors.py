@@ -3,3 +3,7 @@
 
 class UserError(Exception):
     pass
+
+
+class RunFailed(Exception):
+    """A launched run ended without success; its own log already says why."""

@@ -8,12 +8,21 @@ Reference model (DPO): with `lora=True` the same weights with the adapters switc
 log-probs for every pair before the first step (reference="precomputed": one forward pass over the
 data, no second model in memory; needs pipeline parallel 1). SimPO has no reference.
 
-SimPO defaults (Meng, Xia, Chen, "SimPO", NeurIPS 2024; hyperparameter table of the paper and of
-github.com/princeton-nlp/SimPO): Llama-3-8B-Instruct v0.2 (ArmoRM-labelled data) beta=10,
-gamma/beta=0.3 -> gamma=3.0, lr 1e-6 -- the default here. Other rows, as recalled from the paper's
-table (check before relying on them): Mistral-7B-Base beta=2.0 gamma=1.6; Mistral-7B-Instruct beta=2.5
-gamma=0.25; Llama-3-8B-Base beta=2.0 gamma=1.0; Llama-3-8B-Instruct (v0.1) beta=2.5 gamma=1.4;
-Gemma-2-9B-it beta=10 gamma/beta=0.5. `SIMPO_SETTINGS` holds them; pass `beta=`/`gamma=` to override.
+SimPO defaults (Meng, Xia, Chen, "SimPO", NeurIPS 2024), checked against the authors' training configs
+(github.com/princeton-nlp/SimPO, training_configs/*.yaml; gamma = beta * gamma_beta_ratio where a file
+gives the ratio):
+
+    setting                 config file                          beta  gamma   lr
+    llama3_instruct         llama-3-8b-instruct-simpo-v2.yaml    10    3.0     1e-6   (the default here)
+    llama3_instruct_v0.1    llama-3-8b-instruct-simpo.yaml       2.5   1.375   1e-6
+    llama3_base             llama-3-8b-base-simpo.yaml           2.0   1.0     6e-7
+    mistral_instruct        mistral-7b-instruct-simpo.yaml       2.5   0.3     5e-7
+    mistral_base            mistral-7b-base-simpo.yaml           2.0   1.6     3e-7
+    gemma2_instruct         gemma-2-9b-it-simpo.yaml             10    5.0     8e-7
+
+The base-model rows are for a model SFT'd first (the paper's "Base" setup), which is how this
+repository's Llama 3.1/3.2, Mistral 7B v0.1 and Qwen2.5 recipes are meant to run. `SIMPO_SETTINGS`
+holds (beta, gamma); pass `beta=`/`gamma=` to override.
 """
 
 import nemo_run as run
@@ -24,12 +33,12 @@ from training.preference import DPOLoss, PreferenceTraining, SimPOLoss
 
 UNSET_PAIRS = "<set data.paths to preference pair files (python -m data.preference formats)>"
 
-# (beta, gamma) from the SimPO paper's tuned settings, by model family; see the module docstring.
+# (beta, gamma) from the SimPO authors' training configs, by model family; see the module docstring.
 SIMPO_SETTINGS = {
     "llama3_instruct": (10.0, 3.0),
-    "llama3_instruct_v0.1": (2.5, 1.4),
+    "llama3_instruct_v0.1": (2.5, 1.375),
     "llama3_base": (2.0, 1.0),
-    "mistral_instruct": (2.5, 0.25),
+    "mistral_instruct": (2.5, 0.3),
     "mistral_base": (2.0, 1.6),
     "gemma2_instruct": (10.0, 5.0),
 }

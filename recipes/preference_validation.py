@@ -32,10 +32,5 @@ def check_preference(get):
     needs_reference = loss is None or getattr(fdl.get_callable(loss), "needs_reference", True)
     if needs_reference and reference == "none":
         yield f"{CALLBACKS}.{index}.reference='none' but DPO needs a reference ('precomputed' or 'adapters_off')"
-    if needs_reference and reference == "precomputed" and (get("trainer.strategy.pipeline_model_parallel_size", 1) or 1) > 1:
-        yield (f"{CALLBACKS}.{index}.reference='precomputed' needs trainer.strategy.pipeline_model_parallel_size=1 "
-               "(use LoRA with reference='adapters_off', or no pipeline parallel)")
     if needs_reference and reference == "adapters_off" and get("peft") is None:
         yield f"{CALLBACKS}.{index}.reference='adapters_off' needs LoRA adapters (peft), or use reference='precomputed'"
-    if reference == "adapters_off" and (get("trainer.strategy.pipeline_model_parallel_size", 1) or 1) > 1:
-        yield f"{CALLBACKS}.{index}.reference='adapters_off' is not supported with pipeline parallel > 1"

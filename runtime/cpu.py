@@ -128,6 +128,12 @@ def _redirect_cuda_literals():
     for step in ("training_step", "optimizer_step", "validation_step", "test_step", "predict_step"):
         setattr(strategies.MegatronStrategy, step, _on_cpu(getattr(strategies.MegatronStrategy, step)))
 
+    # Called outside the strategy's steps too (training.preference's reference pre-pass).
+    schedules = importlib.import_module("megatron.core.pipeline_parallel.schedules")
+    for schedule in ("forward_backward_no_pipelining", "forward_backward_pipelining_without_interleaving",
+                     "forward_backward_pipelining_with_interleaving"):
+        setattr(schedules, schedule, _on_cpu(getattr(schedules, schedule)))
+
     optimizer.FP32Optimizer.__init__ = _on_cpu(optimizer.FP32Optimizer.__init__)
     # Its assert demands torch.cuda.FloatTensor gradients; on the CPU the scaling is one multiply.
     optimizer.clip_grad_by_total_norm_fp32 = _clip_grads_by_total_norm

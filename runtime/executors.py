@@ -4,17 +4,23 @@ One process runs in this interpreter (nemo_run's direct mode: the same build-the
 task, without a second NeMo import); more run under torchrun, one process per device.
 """
 
+import os
+import sys
+from pathlib import Path
+
 import nemo_run as run
 import torch
 
-from recipes.errors import UserError
+from recipes.errors import RunFailed, UserError
 
 
 def for_recipe(recipe) -> run.LocalExecutor | None:
     """None means nemo_run's direct, in-process run."""
     if recipe.trainer.num_nodes * recipe.trainer.devices == 1:
         return None
-    return run.LocalExecutor(ntasks_per_node=recipe.trainer.devices, launcher="torchrun")
+    # nemo_run starts `torchrun` by name: the one next to this interpreter, even when the venv is not activated.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return run.LocalExecutor(ntasks_per_node=recipe.trainer.devices, launcher="torchrun", env_vars={"PATH": path})
 
 
 EXECUTOR_KINDS = ("local", "slurm")
@@ -87,4 +93,15 @@ def describe(executor: run.LocalExecutor | None, name: str) -> str:
 
 
 def launch(task: run.Partial, executor: run.LocalExecutor | None, name: str) -> None:
-    run.run(task, executor=executor, direct=executor is None, name=name)
+    """Runs the task to its end; raises RunFailed when torchrun's job did not succeed (nemo_run only logs it)."""
+    if executor is None:
+        run.run(task, direct=True, name=name)
+        return
+    from torchx.specs.api import AppState
+
+    with run.Experiment(name, executor=executor) as experiment:
+        experiment.add(task, name=name, tail_logs=True)
+        experiment.run(detach=False)
+    state = experiment.jobs[0].state  # set once the experiment's exit has waited for the job
+    if state != AppState.SUCCEEDED:
+        raise RunFailed(f"{name} ended {state.name} under {describe(executor, name)}; the processes' log is above")

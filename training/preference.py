@@ -15,10 +15,18 @@ The reference model (DPO), one of:
 
 * "precomputed" (full-parameter DPO): before the first step, the starting weights score every pair
   once (no gradients) and the log-probs are kept with the data, keyed by pair index; no second model
-  in memory. Needs pipeline parallel 1 (the pre-pass calls the model directly).
-* "adapters_off" (LoRA DPO): the same weights with the LoRA adapters switched off, scored without
-  gradients in the same forward step; no copy, no pre-pass.
+  in memory. The scores are saved in every checkpoint (the callback's state), so a resumed run keeps
+  the original reference instead of rescoring with the trained weights.
+* "adapters_off" (LoRA DPO): the same weights with the LoRA adapters switched off; no copy. Scored in
+  the same forward step, or, with pipeline parallel (where a stage cannot run a second forward of its
+  own), by the same pre-pass as "precomputed" with the adapters off; the base weights are frozen, so both
+  give the same numbers.
 * "none": SimPO (reference-free).
+
+The pre-pass runs through megatron's own schedule (NeMo's MegatronParallel, forward only), so it works
+with tensor and pipeline parallel; data-parallel ranks split the pairs between them and sum the table.
+With pipeline parallel, micro batches are padded to their longest pair, so the model config's
+`variable_seq_lengths` is switched on for the stages to exchange shapes.
 
 Losses (per pair; pi = policy, ref = reference, y_w chosen, y_l rejected, sigma the logistic function):
 
@@ -36,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 from typing import Literal
 
 import lightning.pytorch as pl
@@ -191,24 +200,27 @@ def adapters_disabled(module: torch.nn.Module):
 
 
 class PreferenceForwardStep:
-    """The forward step: policy per-token losses; puts the reference log-probs into the batch."""
+    """The forward step: policy per-token losses; puts the reference log-probs into the batch, from the
+    precomputed table when there is one, else (reference 'adapters_off') from a no-adapter forward."""
 
     def __init__(self, reference: str, table: dict | None = None):
         self.reference = reference
         self.table = table if table is not None else {}
 
     def __call__(self, model, batch: dict) -> torch.Tensor:
+        if self.reference != "none":
+            batch["reference_logps"] = self.reference_logps(model, batch)
+        return model(**_model_inputs(batch))
+
+    def reference_logps(self, model, batch: dict) -> torch.Tensor:
+        table = self.table.get(batch["split"])
+        if table is not None:
+            rows = torch.stack([batch["pair_index"] * 2, batch["pair_index"] * 2 + 1], dim=1).reshape(-1)
+            return table[rows.cpu()].to(batch["loss_mask"].device)
         if self.reference == "adapters_off":
             with torch.no_grad(), adapters_disabled(model):
-                ref_loss = model(**_model_inputs(batch))
-            batch["reference_logps"] = sequence_logps(ref_loss, batch["loss_mask"])[0]
-        elif self.reference == "precomputed":
-            table = self.table.get(batch["split"])
-            if table is None:
-                raise RuntimeError(f"no precomputed reference log-probs for split {batch['split']!r}")
-            rows = torch.stack([batch["pair_index"] * 2, batch["pair_index"] * 2 + 1], dim=1).reshape(-1)
-            batch["reference_logps"] = table[rows.cpu()].to(batch["loss_mask"].device)
-        return model(**_model_inputs(batch))
+                return sequence_logps(model(**_model_inputs(batch)), batch["loss_mask"])[0]
+        raise RuntimeError(f"no precomputed reference log-probs for split {batch['split']!r}")
 
 
 # ----------------------------------------------------------------------------------------- callback
@@ -227,50 +239,131 @@ class PreferenceTraining(pl.Callback):
         self.reference = reference if loss.needs_reference else "none"
         self.reference_pairs_per_batch = reference_pairs_per_batch
         self.forward_step = PreferenceForwardStep(self.reference)
+        self.restored_table: dict[str, torch.Tensor] = {}
 
     def setup(self, trainer, pl_module, stage=None):
         pl_module.config.data_step_fn = preference_data_step
         pl_module.config.forward_step_fn = self.forward_step
         pl_module._training_loss_reduction = PreferenceLossReduction(self.loss)
         pl_module._validation_loss_reduction = PreferenceLossReduction(self.loss, validation_step=True)
+        if _pipeline_stages(trainer) > 1:
+            pl_module.config.variable_seq_lengths = True  # micro batches are as long as their longest pair
 
-    def on_fit_start(self, trainer, pl_module):
-        # After the strategy built the model and restored any starting checkpoint.
-        if self.reference == "precomputed" and not self.forward_step.table:
-            datamodule = trainer.datamodule
-            for split in ("train", "validation"):
-                self.forward_step.table[split] = precompute_reference(
-                    pl_module, datamodule.reference_batches(split, self.reference_pairs_per_batch))
+    def needs_table(self, trainer) -> bool:
+        return self.reference == "precomputed" or (self.reference == "adapters_off" and _pipeline_stages(trainer) > 1)
+
+    # At the first batch: by then the starting weights, a resumed checkpoint (with this callback's state)
+    # and the LoRA adapters (NeMo's PEFT adds them at epoch start, after other callbacks' hooks) are in.
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.ensure_reference(trainer, pl_module)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self.ensure_reference(trainer, pl_module)
+
+    def ensure_reference(self, trainer, pl_module) -> None:
+        """Fills the reference table once: from the resumed checkpoint, or by the pre-pass."""
+        if not self.needs_table(trainer) or self.forward_step.table:
+            return
+        datamodule = trainer.datamodule
+        for split in ("train", "validation"):
+            pairs = datamodule.pairs(split)
+            restored = self.restored_table.get(split)
+            if restored is not None:
+                if restored.numel() != 2 * pairs:
+                    raise RuntimeError(
+                        f"the resumed checkpoint's reference log-probs cover {restored.numel() // 2} {split} pairs, "
+                        f"the data now has {pairs}: resume with the same data.paths / data.validation_pairs, "
+                        "or start a new run (log.log_dir) to score the new data")
+                self.forward_step.table[split] = restored
+                _say(f"reference log-probs of {pairs} {split} pairs: restored from the checkpoint")
+                continue
+            started = time.perf_counter()
+            self.forward_step.table[split] = precompute_reference(
+                trainer, pl_module, datamodule.reference_batches(split, self.reference_pairs_per_batch), pairs,
+                adapters_off=self.reference == "adapters_off")
+            _say(f"reference log-probs of {pairs} {split} pairs: scored in {time.perf_counter() - started:.1f}s")
+
+    def state_dict(self) -> dict:
+        return {"reference_logps": dict(self.forward_step.table)} if self.forward_step.table else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.restored_table = dict(state_dict.get("reference_logps", {}))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self._log(pl_module, pl_module._training_loss_reduction.last_metrics, "")
+        self._log(trainer, pl_module, pl_module._training_loss_reduction, "")
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        self._log(pl_module, pl_module._validation_loss_reduction.last_metrics, "val_")
+        self._log(trainer, pl_module, pl_module._validation_loss_reduction, "val_")
 
     @staticmethod
-    def _log(pl_module, metrics: dict, prefix: str):
+    def _log(trainer, pl_module, reduction: PreferenceLossReduction, prefix: str):
+        metrics = reduction.last_metrics
+        if _pipeline_stages(trainer) > 1:
+            metrics = _from_last_stage(metrics, device=next(pl_module.parameters()).device)
         for name, value in metrics.items():
             pl_module.log(prefix + name, value, prog_bar=True, batch_size=1, rank_zero_only=True)
 
 
-@torch.no_grad()
-def precompute_reference(pl_module, batches) -> torch.Tensor:
-    """Log-probs of every row (2 per pair, in pair order) under the current weights."""
+def _from_last_stage(metrics: dict, device) -> dict:
+    """The loss is reduced on the last pipeline stage only; rank 0 (which logs) may be on the first."""
     from megatron.core import parallel_state
 
-    if parallel_state.get_pipeline_model_parallel_world_size() > 1:
-        raise RuntimeError("reference='precomputed' needs pipeline_model_parallel_size=1; use LoRA "
-                           "(reference='adapters_off') or pipeline parallel 1")
-    device = next(pl_module.parameters()).device
+    values = torch.tensor([metrics.get(name, float("nan")) for name in METRICS], device=device)
+    torch.distributed.broadcast(values, src=parallel_state.get_pipeline_model_parallel_last_rank(),
+                                group=parallel_state.get_pipeline_model_parallel_group())
+    return {name: value for name, value in zip(METRICS, values.tolist()) if value == value}
+
+
+def _pipeline_stages(trainer) -> int:
+    return getattr(trainer.strategy, "pipeline_model_parallel_size", 1) or 1
+
+
+def _say(message: str) -> None:
+    from lightning.pytorch.utilities import rank_zero_info
+
+    rank_zero_info(f"[preference] {message}")
+
+
+@torch.no_grad()
+def precompute_reference(trainer, pl_module, batches, pairs: int, adapters_off: bool = False) -> torch.Tensor:
+    """Log-probs of every row (2 per pair, in pair order) under the current weights (adapters off if asked).
+
+    Runs megatron's forward-only schedule itself, on the strategy's model chunks: NeMo's MegatronParallel
+    call would take the micro batch size and count from the training data sampler. Data-parallel ranks
+    take turns over the batches; the last pipeline stage writes the scores."""
+    from megatron.core import parallel_state
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+
+    table = torch.zeros(2 * pairs, dtype=torch.float32)
+
+    def record(batch: dict, per_token_loss: torch.Tensor):
+        rows = torch.stack([batch["pair_index"] * 2, batch["pair_index"] * 2 + 1], dim=1).reshape(-1).cpu()
+        table[rows] = sequence_logps(per_token_loss, batch["loss_mask"])[0].float().cpu()
+        zero = torch.zeros((), device=per_token_loss.device)
+        return zero, torch.ones((), dtype=torch.int, device=per_token_loss.device), {}
+
+    def forward_step(data_iterator, model):
+        batch = preference_data_step(data_iterator)
+        return model(**_model_inputs(batch)), functools.partial(record, batch)
+
+    chunks = list(trainer.strategy.megatron_parallel)
+    data_rank, data_ranks = parallel_state.get_data_parallel_rank(), parallel_state.get_data_parallel_world_size()
     was_training = pl_module.training
     pl_module.eval()
-    values = []
     try:
-        for batch in batches:
-            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            per_token = pl_module(**_model_inputs(batch))
-            values.append(sequence_logps(per_token, batch["loss_mask"])[0].float().cpu())
+        with adapters_disabled(pl_module) if adapters_off else contextlib.nullcontext():
+            for index, batch in enumerate(batches):
+                if index % data_ranks != data_rank:
+                    continue
+                rows, length = batch["tokens"].shape
+                data = [iter([batch]) for _ in chunks] if len(chunks) > 1 else iter([batch])
+                get_forward_backward_func()(
+                    forward_step_func=forward_step, data_iterator=data, model=chunks, num_microbatches=1,
+                    seq_length=length, micro_batch_size=rows, forward_only=True)
     finally:
         pl_module.train(was_training)
-    return torch.cat(values) if values else torch.zeros(0)
+    # Each row was scored by one data-parallel rank, on the last pipeline stage: summing fills it in everywhere.
+    summed = table.to(next(pl_module.parameters()).device)
+    for group in (parallel_state.get_data_parallel_group(), parallel_state.get_pipeline_model_parallel_group()):
+        torch.distributed.all_reduce(summed, group=group)
+    return summed.cpu()

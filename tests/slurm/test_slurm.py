@@ -77,6 +77,11 @@ def when(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp)
 
 
+def job_log(job_dir: Path) -> str:
+    logs = sorted(job_dir.glob("log-*.out"))
+    return logs[0].read_text() if logs else f"(no log-*.out in {job_dir})"
+
+
 def launch_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "launch.py", *args], cwd=REPO, capture_output=True, text=True, env=child_environment(), timeout=600
@@ -94,15 +99,14 @@ def test_chain_of_two_jobs_resumes(home, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     first, second = submitted(result.stdout)
     states = wait_done([first, second])
-    assert states[first]["JobState"] == "COMPLETED", states[first]
-    assert states[second]["JobState"] == "COMPLETED", states[second]
+    experiment = re.search(r"^experiment: (\S+)", result.stdout, re.M).group(1)
+    exp_dir = home / "experiments" / "tiny_llama_pretrain" / experiment
+    log1, log2 = (job_log(exp_dir / f"tiny_llama_pretrain-{n}") for n in (1, 2))
+    assert states[first]["JobState"] == "COMPLETED", log1[-3000:]
+    assert states[second]["JobState"] == "COMPLETED", log2[-3000:]
     assert when(states[second]["StartTime"]) >= when(states[first]["EndTime"])
     assert states[second]["Dependency"] in ("(null)", f"afterany:{first}(unfulfilled)", f"afterany:{first}")
 
-    experiment = re.search(r"^experiment: (\S+)", result.stdout, re.M).group(1)
-    exp_dir = home / "experiments" / "tiny_llama_pretrain" / experiment
-    log1 = next((exp_dir / "tiny_llama_pretrain-1").glob("log-*.out")).read_text()
-    log2 = next((exp_dir / "tiny_llama_pretrain-2").glob("log-*.out")).read_text()
     steps1 = [int(s) for s in re.findall(r"global_step: (\d+)", log1)]
     steps2 = [int(s) for s in re.findall(r"global_step: (\d+)", log2)]
     samples1 = [float(s) for s in re.findall(r"consumed_samples: ([\d.]+)", log1)]

@@ -6,23 +6,20 @@ from pathlib import Path
 
 import fiddle as fdl
 
+from recipes import data_files
 from recipes.errors import UserError
 
 ONE_EPOCH = -1
 
 
-def _prefixes(paths) -> list[str]:
-    """data.paths is [prefix, ...] or a blend [weight, prefix, weight, prefix, ...]."""
-    return [str(p) for p in paths if not isinstance(p, (int, float))]
-
-
 def _pretraining_samples(data) -> int:
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
+    problems = data_files.missing(data)
+    if problems:
+        raise UserError("\n".join(problems))
     tokens = 0
-    for prefix in _prefixes(data.paths):
-        if not Path(f"{prefix}.idx").exists():
-            raise UserError(f"data.paths: no prepared corpus at {prefix}.bin/.idx (python -m data.prepare_pretraining)")
+    for prefix in data_files.prefixes(data.paths):
         dataset = IndexedDataset(prefix)  # kept alive: its lengths are a view of its memory map
         tokens += int(dataset.sequence_lengths.sum())
     split = [float(s) for s in str(data.split).replace("/", ",").split(",")]
@@ -30,15 +27,16 @@ def _pretraining_samples(data) -> int:
 
 
 def _finetuning_samples(data) -> int:
+    problems = data_files.missing(data)
+    if problems:
+        raise UserError("\n".join(problems))
     training = Path(data.dataset_root) / "training.jsonl"
-    if not training.exists():
-        raise UserError(f"data.dataset_root: {training} does not exist (python -m data.sft convert --output-dir DIR)")
     with training.open("rb") as f:
         return sum(1 for line in f if line.strip())
 
 
 def samples_in_one_epoch(data) -> int:
-    if hasattr(data, "paths"):
+    if hasattr(data, "paths") and fdl.get_callable(data).__name__ != "PreferenceDataModule":
         return _pretraining_samples(data)
     if hasattr(data, "dataset_root"):
         return _finetuning_samples(data)

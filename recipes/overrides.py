@@ -138,6 +138,11 @@ def _apply_one(config: fdl.Buildable, key: str, value: str) -> None:
     if built is not None:
         _set(config, key, built)
         return
+    if isinstance(_parent(config, key), list):
+        # An element (data.paths.0): no annotation to check against, and nemo_run's parser only
+        # addresses attributes (it logs an error before giving up).
+        _set(config, key, _literal(value))
+        return
     annotation = _annotation(config, key)
     if typing.get_origin(annotation) in (list, tuple) or annotation in (list, tuple):
         # nemo_run's parser cannot read list[str]; a literal [a, b] can.

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import fiddle as fdl
 import nemo_run as run
 
-from recipes import epoch, overrides, registry, resolve, validation
+from recipes import data_files, epoch, overrides, registry, resolve, validation
 from recipes.errors import UserError
 from runtime import entry, executors, machine
 
@@ -155,8 +155,11 @@ def launch(prepared: Prepared) -> int:
         return slurm_launch(prepared)
     _check_local_options(prepared)
     _count_one_epoch(prepared)
-    executor = executors.for_recipe(prepared.config)
     executors.check_can_run(prepared.config)
+    problems = data_files.missing(prepared.config.data)
+    if problems:
+        raise UserError("the data this run reads is missing:\n  " + "\n  ".join(problems))
+    executor = executors.for_recipe(prepared.config)
     executors.launch(task(prepared), executor, prepared.name)
     return 0
 

@@ -133,3 +133,16 @@ def test_one_epoch_needs_the_data(nemo, capsys):
     code, _, err = run_cli(capsys, "recipe=llama31_8b_pretrain", "--dryrun")
     assert code == 2
     assert "data.paths: no prepared corpus at <set data.paths to prepared corpus prefixes>" in err
+
+
+@pytest.mark.parametrize(
+    "recipe, override, message",
+    [
+        ("tiny_llama_dpo", "data.paths.0=/no/pairs.jsonl", "data.paths.0: /no/pairs.jsonl does not exist"),
+        ("tiny_llama_pretrain", "data.paths=[/no/corpus]", "data.paths: no prepared corpus at /no/corpus.bin/.idx"),
+        ("tiny_llama_sft", "data.dataset_root=/no/sft", "data.dataset_root: /no/sft/training.jsonl does not exist"),
+    ],
+)
+def test_missing_data_is_named_before_the_run_starts(nemo, capsys, recipe, override, message):
+    code, _, err = run_cli(capsys, f"recipe={recipe}", override)
+    assert code == 2 and "the data this run reads is missing" in err and message in err

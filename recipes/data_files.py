@@ -1,0 +1,32 @@
+"""The data a local launch will read must exist before anything expensive starts (NeMo import, workers,
+process groups): one message per missing file, naming the key, the path and the command that makes it."""
+
+from pathlib import Path
+
+import fiddle as fdl
+
+PREPARE = {
+    "pretraining": "python -m data.prepare_pretraining",
+    "sft": "python -m data.sft convert --output-dir DIR",
+    "preference": "python -m data.preference (or raw pair .jsonl files)",
+}
+
+
+def prefixes(paths) -> list[str]:
+    """data.paths is [prefix, ...] or a blend [weight, prefix, weight, prefix, ...]."""
+    return [str(p) for p in paths if not isinstance(p, (int, float))]
+
+
+def missing(data) -> list[str]:
+    kind = fdl.get_callable(data).__name__
+    if kind == "PreferenceDataModule":
+        return [f"data.paths.{i}: {path} does not exist ({PREPARE['preference']})"
+                for i, path in enumerate(data.paths) if not Path(path).is_file()]
+    if hasattr(data, "dataset_root"):
+        training = Path(data.dataset_root) / "training.jsonl"
+        return [] if training.is_file() else [f"data.dataset_root: {training} does not exist ({PREPARE['sft']})"]
+    if hasattr(data, "paths"):
+        return [f"data.paths: no prepared corpus at {prefix}.bin/.idx ({PREPARE['pretraining']})"
+                for prefix in prefixes(data.paths)
+                if not (Path(f"{prefix}.bin").is_file() and Path(f"{prefix}.idx").is_file())]
+    return []

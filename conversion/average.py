@@ -26,7 +26,7 @@ from typing import Iterator
 
 from lightning.pytorch.callbacks import Callback
 
-from conversion.hf_to_nemo import ConversionError, publish
+from conversion.hf_to_nemo import ConversionError, publish, report
 from conversion.nemo_to_hf import find_checkpoint_dir, is_checkpoint_dir
 
 STEP_PATTERN = re.compile(r"step=(\d+)")
@@ -252,13 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="new NeMo 2 checkpoint dir")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        ckpts = args.ckpts or select_checkpoints(args.run, args.last, args.steps)
-        print(average_checkpoints(ckpts, args.out, args.overwrite))
-    except ConversionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return report(lambda: average_checkpoints(args.ckpts or select_checkpoints(args.run, args.last, args.steps),
+                                              args.out, args.overwrite))
 
 
 if __name__ == "__main__":

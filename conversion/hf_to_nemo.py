@@ -28,6 +28,16 @@ SAFETENSORS_INDEX = "model.safetensors.index.json"
 TORCH_INDEX = "pytorch_model.bin.index.json"
 
 
+def report(convert) -> int:
+    """A conversion command's ending: the output path on stdout, or one `error:` line and exit 2."""
+    try:
+        print(convert())
+    except ConversionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 class ConversionError(Exception):
     """A refusal or failure with a message meant for the user; nothing was written."""
 
@@ -227,12 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-family", default="auto", choices=["auto", *FAMILY_MODEL_CLASSES])
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = parser.parse_args(argv)
-    try:
-        print(import_hf(args.hf, args.out, args.model_family, args.overwrite))
-    except ConversionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return report(lambda: import_hf(args.hf, args.out, args.model_family, args.overwrite))
 
 
 if __name__ == "__main__":

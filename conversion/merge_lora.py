@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from conversion.hf_to_nemo import ConversionError, publish, refuse_existing_output
+from conversion.hf_to_nemo import ConversionError, publish, refuse_existing_output, report
 from conversion.nemo_to_hf import find_checkpoint_dir
 
 ADAPTER_METADATA = "adapter_metadata.json"  # nemo.lightning.ckpt_utils.ADAPTER_META_FILENAME
@@ -116,12 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="merged NeMo 2 checkpoint dir")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        print(merge_lora(args.lora, args.out, args.overwrite))
-    except ConversionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return report(lambda: merge_lora(args.lora, args.out, args.overwrite))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ context (context/nemo_tokenizer for imported models). --chat-template FILE sets/
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from conversion.hf_to_nemo import (
     publish,
     refuse_existing_output,
     refuse_shape_mismatches,
+    report,
     safetensors_files,
 )
 
@@ -236,12 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chat-template", type=Path, help="Jinja chat template file to store in tokenizer_config.json")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = parser.parse_args(argv)
-    try:
-        print(export_nemo(args.nemo, args.out, args.tokenizer, args.chat_template, args.overwrite))
-    except ConversionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return report(lambda: export_nemo(args.nemo, args.out, args.tokenizer, args.chat_template, args.overwrite))
 
 
 if __name__ == "__main__":

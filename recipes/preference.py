@@ -62,8 +62,9 @@ def preference_data(model_name: str, paths: list, seq_length: int, global_batch_
     )
 
 
-def _preference(model_name, loss, reference, lora, *, name, seq_length, global_batch_size, paths, max_steps, lr,
-                lora_rank, lora_alpha) -> run.Partial:
+def _preference(model_name, loss, reference, lora, *, name, lr, seq_length: int = 4096, global_batch_size: int = 128,
+                paths: list | None = None, max_steps: int = 1000, lora_rank: int = 16, lora_alpha: int = 32) -> run.Partial:
+    """The shared recipe; dpo()/simpo() pass their loss, reference and lr, and any of the keyword settings."""
     recipe = run.Partial(
         llm.finetune,
         model=blocks.model(model_name),
@@ -93,63 +94,22 @@ def _preference(model_name, loss, reference, lora, *, name, seq_length, global_b
     return recipe
 
 
-def dpo(
-    model_name: str,
-    lora: bool = False,
-    *,
-    beta: float = 0.1,
-    label_smoothing: float = 0.0,
-    seq_length: int = 4096,
-    global_batch_size: int = 128,
-    paths: list | None = None,
-    max_steps: int = 1000,
-    lr: float | None = None,
-    lora_rank: int = 16,
-    lora_alpha: int = 32,
-) -> run.Partial:
-    """DPO (beta 0.1, as in the DPO paper's experiments); lr 5e-7 full, 5e-6 LoRA, unless given."""
-    return _preference(
-        model_name,
-        run.Config(DPOLoss, beta=beta, label_smoothing=label_smoothing),
-        "adapters_off" if lora else "precomputed",
-        lora,
-        name="dpo_lora" if lora else "dpo",
-        seq_length=seq_length,
-        global_batch_size=global_batch_size,
-        paths=paths,
-        max_steps=max_steps,
-        lr=lr if lr is not None else (5e-6 if lora else 5e-7),
-        lora_rank=lora_rank,
-        lora_alpha=lora_alpha,
-    )
+def dpo(model_name: str, lora: bool = False, *, beta: float = 0.1, label_smoothing: float = 0.0,
+        lr: float | None = None, **settings) -> run.Partial:
+    """DPO (beta 0.1, as in the DPO paper's experiments); lr 5e-7 full, 5e-6 LoRA, unless given.
+    settings: seq_length, global_batch_size, paths, max_steps, lora_rank, lora_alpha (defaults in _preference)."""
+    loss = run.Config(DPOLoss, beta=beta, label_smoothing=label_smoothing)
+    reference = "adapters_off" if lora else "precomputed"
+    default_lr = 5e-6 if lora else 5e-7
+    name = "dpo_lora" if lora else "dpo"
+    return _preference(model_name, loss, reference, lora, name=name, lr=lr if lr is not None else default_lr, **settings)
 
 
-def simpo(
-    model_name: str,
-    lora: bool = False,
-    *,
-    beta: float = SIMPO_SETTINGS["llama3_instruct"][0],
-    gamma: float = SIMPO_SETTINGS["llama3_instruct"][1],
-    seq_length: int = 4096,
-    global_batch_size: int = 128,
-    paths: list | None = None,
-    max_steps: int = 1000,
-    lr: float | None = None,
-    lora_rank: int = 16,
-    lora_alpha: int = 32,
-) -> run.Partial:
-    """SimPO, reference-free (beta 10, gamma 3.0: the paper's Llama-3-8B-Instruct v0.2); lr 1e-6 full, 1e-5 LoRA."""
-    return _preference(
-        model_name,
-        run.Config(SimPOLoss, beta=beta, gamma=gamma),
-        "none",
-        lora,
-        name="simpo_lora" if lora else "simpo",
-        seq_length=seq_length,
-        global_batch_size=global_batch_size,
-        paths=paths,
-        max_steps=max_steps,
-        lr=lr if lr is not None else (1e-5 if lora else 1e-6),
-        lora_rank=lora_rank,
-        lora_alpha=lora_alpha,
-    )
+def simpo(model_name: str, lora: bool = False, *, beta: float = SIMPO_SETTINGS["llama3_instruct"][0],
+          gamma: float = SIMPO_SETTINGS["llama3_instruct"][1], lr: float | None = None, **settings) -> run.Partial:
+    """SimPO, reference-free (beta 10, gamma 3.0: the paper's Llama-3-8B-Instruct v0.2); lr 1e-6 full, 1e-5 LoRA.
+    settings: as for dpo()."""
+    loss = run.Config(SimPOLoss, beta=beta, gamma=gamma)
+    default_lr = 1e-5 if lora else 1e-6
+    name = "simpo_lora" if lora else "simpo"
+    return _preference(model_name, loss, "none", lora, name=name, lr=lr if lr is not None else default_lr, **settings)

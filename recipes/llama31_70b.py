@@ -62,19 +62,19 @@ def llama31_70b_dpo() -> run.Partial:
 
     The reference is the starting weights, scored once over all pairs before step 1 (no second model).
     Starts from the imported base weights; from your SFT checkpoint instead: resume.restore_config.path=<folder>.
-    Sized for 8 nodes x 8 H100 80GB: TP 8 x DP 8, full activation recompute. Not llama31_70b_sft's TP 8 x PP 4 on 4
-    nodes: the precomputed DPO reference needs pipeline parallel 1 (and SimPO is untested with PP), and without PP 4
-    nodes cannot hold the weights, fp32 grads and sharded Adam state (~66 GB/GPU at DP 8, ~79 GB at DP 4).
+    Sized as llama31_70b_sft, 4 nodes x 8 H100 80GB: TP 8 x PP 4, plus full activation recompute (a micro batch
+    is a pair: twice SFT's sequences). The loss, and DPO's reference pre-pass, run through the pipeline.
 
         python launch.py recipe=llama31_70b_dpo data.paths=[/data/pairs.jsonl]
     """
     recipe = preference.dpo(MODEL)
     recipe.trainer.strategy.tensor_model_parallel_size = 8
+    recipe.trainer.strategy.pipeline_model_parallel_size = 4
     recipe.trainer.strategy.sequence_parallel = True
     recipe.model.config.recompute_granularity = "full"
     recipe.model.config.recompute_method = "uniform"
     recipe.model.config.recompute_num_layers = 1
-    recipe.trainer.num_nodes = 8
+    recipe.trainer.num_nodes = 4
     return recipe
 
 
@@ -102,20 +102,20 @@ def llama31_70b_simpo() -> run.Partial:
     the paper has no 70B run): same family and tokenizer, base weights preference-tuned after SFT; lr lowered from
     the paper's 6e-7 to 5e-7 for the larger model.
     Starts from the imported base weights; from your SFT checkpoint instead: resume.restore_config.path=<folder>.
-    Sized for 8 nodes x 8 H100 80GB: TP 8 x DP 8, full activation recompute. Not llama31_70b_sft's TP 8 x PP 4 on 4
-    nodes: the precomputed DPO reference needs pipeline parallel 1 (and SimPO is untested with PP), and without PP 4
-    nodes cannot hold the weights, fp32 grads and sharded Adam state (~66 GB/GPU at DP 8, ~79 GB at DP 4).
+    Sized as llama31_70b_sft, 4 nodes x 8 H100 80GB: TP 8 x PP 4, plus full activation recompute (a micro batch
+    is a pair: twice SFT's sequences). The loss, and DPO's reference pre-pass, run through the pipeline.
 
         python launch.py recipe=llama31_70b_simpo data.paths=[/data/pairs.jsonl]
     """
     beta, gamma = preference.SIMPO_SETTINGS["llama3_base"]
     recipe = preference.simpo(MODEL, beta=beta, gamma=gamma, lr=5e-7)
     recipe.trainer.strategy.tensor_model_parallel_size = 8
+    recipe.trainer.strategy.pipeline_model_parallel_size = 4
     recipe.trainer.strategy.sequence_parallel = True
     recipe.model.config.recompute_granularity = "full"
     recipe.model.config.recompute_method = "uniform"
     recipe.model.config.recompute_num_layers = 1
-    recipe.trainer.num_nodes = 8
+    recipe.trainer.num_nodes = 4
     return recipe
 
 

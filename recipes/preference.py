@@ -4,9 +4,10 @@ Both return an `llm.finetune` partial over `data.preference_module.PreferenceDat
 `training.preference.PreferenceTraining` callback carrying the loss (`trainer.callbacks[0]`).
 
 Reference model (DPO): with `lora=True` the same weights with the adapters switched off
-(reference="adapters_off": no copy, no pre-pass); full-parameter DPO precomputes the starting weights'
-log-probs for every pair before the first step (reference="precomputed": one forward pass over the
-data, no second model in memory; needs pipeline parallel 1). SimPO has no reference.
+(reference="adapters_off": no copy; scored in the training step, or by the pre-pass under pipeline
+parallel); full-parameter DPO precomputes the starting weights' log-probs for every pair before the first
+step (reference="precomputed": one forward pass over the data through megatron's schedule, no second
+model in memory, saved in checkpoints). SimPO has no reference. See training/preference.py.
 
 SimPO defaults (Meng, Xia, Chen, "SimPO", NeurIPS 2024), checked against the authors' training configs
 (github.com/princeton-nlp/SimPO, training_configs/*.yaml; gamma = beta * gamma_beta_ratio where a file

@@ -277,6 +277,10 @@ class PreferenceTraining(pl.Callback):
                 self.forward_step.table[split] = restored
                 _say(f"reference log-probs of {pairs} {split} pairs: restored from the checkpoint")
                 continue
+            if self.reference == "precomputed" and trainer.global_step > 0:
+                raise RuntimeError(
+                    f"resumed at step {trainer.global_step} from a checkpoint without reference log-probs: scoring "
+                    "them now would use the trained weights, not the starting ones; restart from the starting weights")
             started = time.perf_counter()
             self.forward_step.table[split] = precompute_reference(
                 trainer, pl_module, datamodule.reference_batches(split, self.reference_pairs_per_batch), pairs,

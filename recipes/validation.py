@@ -170,18 +170,6 @@ def check_packed_sequences(get: View):
         yield f"data.packed_sequence_specs.packed_sequence_size ({size}) must equal {DATA_SEQ} ({get(DATA_SEQ)})"
 
 
-def check_cpu_processes_checkpointing(get: View):
-    # Known gap of the CPU path: after the first optimizer step, a collective over the whole world
-    # (the checkpoint's barrier) never returns when several CPU processes train. Refuse, don't hang.
-    processes = get(NODES, 1) * get(DEVICES, 1)
-    checkpointing = get("log.ckpt") is not None or get("trainer.enable_checkpointing", True) is not False
-    if get("trainer.accelerator") == "cpu" and processes > 1 and checkpointing:
-        yield (
-            f"{DEVICES}={get(DEVICES)} on the CPU cannot save checkpoints yet (several CPU processes hang at the "
-            "checkpoint barrier): add log.ckpt=None trainer.enable_checkpointing=false, or train with one process"
-        )
-
-
 RULES = [
     check_max_steps,
     check_world_size,
@@ -196,7 +184,6 @@ RULES = [
     check_recompute,
     check_optimizer_offload,
     check_packed_sequences,
-    check_cpu_processes_checkpointing,
     check_preference,
 ]
 

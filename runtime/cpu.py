@@ -143,6 +143,28 @@ def _redirect_cuda_literals():
     sampler = data_sampler.MegatronDataSampler
     sampler.on_megatron_step_end = _on_cpu(sampler.on_megatron_step_end)
 
+    # With several processes, a checkpoint is loaded in parts and the parts exchanged over 'cuda' tensors.
+    fully_parallel = importlib.import_module("megatron.core.dist_checkpointing.strategies.fully_parallel")
+    loader = fully_parallel.FullyParallelLoadStrategyWrapper
+    loader.load = _on_cpu(loader.load)
+
+    # NeMo's progress printer runs on rank 0 only and asks megatron's timers for their report, which
+    # all-gathers over every rank even when no timer is registered (the default log level registers
+    # none). That one-sided collective shifts gloo's matching on the world group, so the next barrier
+    # (the checkpoint's) never returns. Nothing registered, nothing to gather.
+    timers = importlib.import_module("megatron.core.timers").Timers
+    timers.get_all_timers_string = _report_only_registered(timers.get_all_timers_string)
+
+
+def _report_only_registered(get_all_timers_string):
+    @functools.wraps(get_all_timers_string)
+    def wrapper(self, names=None, *args, **kwargs):
+        if not (self._timers if names is None else names):
+            return None
+        return get_all_timers_string(self, names, *args, **kwargs)
+
+    return wrapper
+
 
 def _clip_grads_by_total_norm(parameters, max_norm, total_norm, use_decoupled_grad=False):
     clip_coeff = max_norm / (total_norm + 1.0e-6)

@@ -1,14 +1,12 @@
 """Real NeMo 2 training on the CPU, through launch.py: the tiny recipes, resume, and 2-process runs."""
 
+import shutil
+
 from launching import assert_succeeded, launch, training_steps
 
 # Recorded from a clean run of tiny_llama_pretrain (seeded; CPU float32). A change to the model,
 # data, optimizer or CPU path that alters training shows up here.
 RECORDED_PRETRAIN_LOSSES = [8.318, 8.308, 8.26, 8.157, 8.045]
-
-
-# Several CPU processes cannot save checkpoints yet (validation refuses it; see check_cpu_processes_checkpointing).
-NO_CHECKPOINTS = ("log.ckpt=None", "trainer.enable_checkpointing=false")
 
 
 def output_of(result) -> str:
@@ -47,7 +45,6 @@ def test_tensor_parallel_2_over_two_processes(tmp_path):
         "trainer.devices=2",
         "trainer.strategy.tensor_model_parallel_size=2",
         "trainer.max_steps=8",
-        *NO_CHECKPOINTS,
         cwd=tmp_path,
     )
     assert_succeeded(result)
@@ -56,20 +53,31 @@ def test_tensor_parallel_2_over_two_processes(tmp_path):
     assert len(steps) == 8 and steps[-1][1] < steps[0][1]
 
 
-def test_data_parallel_2_over_two_processes(tmp_path):
-    result = launch("recipe=tiny_llama_pretrain", "trainer.devices=2", "trainer.max_steps=8", *NO_CHECKPOINTS, cwd=tmp_path)
+def test_data_parallel_2_over_two_processes_checkpoints_and_resumes_exactly(tmp_path):
+    run = ("recipe=tiny_llama_pretrain", "trainer.devices=2", "trainer.max_steps=8", "log.ckpt.every_n_train_steps=4")
+    result = launch(*run, cwd=tmp_path)
     assert_succeeded(result)
     steps = training_steps(output_of(result))
     assert len(steps) == 8 and steps[-1][1] < steps[0][1]
     # Two data-parallel ranks of micro batch 4 fill the global batch of 8 in one micro-step each.
     assert steps[-1][2] == 8 * 8
 
+    # An interruption after the step-4 checkpoint: it is the newest one left, as NeMo's resume finds it.
+    checkpoints = tmp_path / "results" / "tiny_llama_pretrain" / "checkpoints"
+    for later in checkpoints.glob("step=7-*"):
+        shutil.rmtree(later)
+    halfway = next(checkpoints.glob("step=3-*"))
+    shutil.copytree(halfway, halfway.with_name(halfway.name + "-last"))
+    resumed = launch(*run, cwd=tmp_path)
+    assert_succeeded(resumed)
+    assert training_steps(output_of(resumed)) == steps[4:]
+
 
 def test_a_failing_two_process_run_exits_1(tmp_path):
     """torchrun's job fails in its processes (pairs that are not JSON): launch.py says so and exits 1."""
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("not json\n")
-    result = launch("recipe=tiny_llama_dpo", f"data.paths.0={pairs}", "trainer.devices=2", *NO_CHECKPOINTS, cwd=tmp_path)
+    result = launch("recipe=tiny_llama_dpo", f"data.paths.0={pairs}", "trainer.devices=2", cwd=tmp_path)
     assert result.returncode == 1, output_of(result)[-3000:]
     assert "error: tiny_llama_dpo ended FAILED under torchrun --nnodes 1 --nproc-per-node 2" in result.stderr
 

@@ -82,10 +82,6 @@ RULE_CASES = {
         ["tiny_llama_sft", "data.packed_sequence_specs=packed(directory=/tmp/packed,size=256)", "data.micro_batch_size=1"],
         "data.packed_sequence_specs.packed_sequence_size (256) must equal data.seq_length (128)",
     ),
-    "several CPU processes cannot checkpoint yet": (
-        [TINY, "trainer.devices=2"],
-        "trainer.devices=2 on the CPU cannot save checkpoints yet",
-    ),
     "optimizer offload": (
         [TINY, "optim.config.optimizer_cpu_offload=true", "optim.config.optimizer_offload_fraction=1.5"],
         "optim.config.optimizer_offload_fraction (1.5) must be between 0 and 1",

@@ -176,7 +176,6 @@ def test_tensor_parallel_2_matches_single_process(model_numbers):
 LINE = re.compile(r"global_step: (\d+) \| reduced_train_loss: ([-\d.e]+) \| reward_chosen: ([-\d.e]+) \| "
                   r"reward_rejected: ([-\d.e]+) \| reward_margin: ([-\d.e]+) \| reward_accuracy: ([-\d.e]+)")
 LOSS, CHOSEN, REJECTED, MARGIN, ACCURACY = range(5)
-NO_CHECKPOINTS = ("log.ckpt=None", "trainer.enable_checkpointing=false")  # see the multi-process CPU gap
 
 
 def preference_run(recipe: str, *overrides: str, threads: int = 2) -> tuple[dict[int, list[float]], str]:
@@ -227,7 +226,7 @@ def test_pipeline_parallel_2_over_two_processes(recipe, tmp_path):
     with the adapters off), the last stage computes the loss and its metrics reach rank 0's log."""
     steps = 4
     rows, output = preference_run(recipe, f"trainer.max_steps={steps}", f"log.log_dir={tmp_path}", "trainer.devices=2",
-                                  "trainer.strategy.pipeline_model_parallel_size=2", *NO_CHECKPOINTS, threads=1)
+                                  "trainer.strategy.pipeline_model_parallel_size=2", threads=1)
     assert sorted(rows) == list(range(steps)), output[-3000:]
     if recipe.startswith("tiny_llama_dpo"):
         # the pre-pass scored exactly what step 0's training forward computes: policy == reference

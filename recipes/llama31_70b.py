@@ -56,6 +56,18 @@ def llama31_70b_lora() -> run.Partial:
     return recipe
 
 
+def _on_sft_layout_with_full_recompute(recipe: run.Partial) -> run.Partial:
+    """Full-parameter preference training: llama31_70b_sft's TP 8 x PP 4 on 4 nodes, plus full recompute."""
+    recipe.trainer.strategy.tensor_model_parallel_size = 8
+    recipe.trainer.strategy.pipeline_model_parallel_size = 4
+    recipe.trainer.strategy.sequence_parallel = True
+    recipe.model.config.recompute_granularity = "full"
+    recipe.model.config.recompute_method = "uniform"
+    recipe.model.config.recompute_num_layers = 1
+    recipe.trainer.num_nodes = 4
+    return recipe
+
+
 @recipe
 def llama31_70b_dpo() -> run.Partial:
     """Full-parameter DPO of Llama 3.1 70B (beta 0.1, seq 4096, 64 pairs a step, lr 5e-7).
@@ -68,14 +80,7 @@ def llama31_70b_dpo() -> run.Partial:
         python launch.py recipe=llama31_70b_dpo data.paths=[/data/pairs.jsonl]
     """
     recipe = preference.dpo(MODEL)
-    recipe.trainer.strategy.tensor_model_parallel_size = 8
-    recipe.trainer.strategy.pipeline_model_parallel_size = 4
-    recipe.trainer.strategy.sequence_parallel = True
-    recipe.model.config.recompute_granularity = "full"
-    recipe.model.config.recompute_method = "uniform"
-    recipe.model.config.recompute_num_layers = 1
-    recipe.trainer.num_nodes = 4
-    return recipe
+    return _on_sft_layout_with_full_recompute(recipe)
 
 
 @recipe
@@ -109,14 +114,7 @@ def llama31_70b_simpo() -> run.Partial:
     """
     beta, gamma = preference.SIMPO_SETTINGS["llama3_base"]
     recipe = preference.simpo(MODEL, beta=beta, gamma=gamma, lr=5e-7)
-    recipe.trainer.strategy.tensor_model_parallel_size = 8
-    recipe.trainer.strategy.pipeline_model_parallel_size = 4
-    recipe.trainer.strategy.sequence_parallel = True
-    recipe.model.config.recompute_granularity = "full"
-    recipe.model.config.recompute_method = "uniform"
-    recipe.model.config.recompute_num_layers = 1
-    recipe.trainer.num_nodes = 4
-    return recipe
+    return _on_sft_layout_with_full_recompute(recipe)
 
 
 @recipe

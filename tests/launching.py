@@ -1,6 +1,7 @@
 """Test helpers: running launch.py for real, the way a user does, and reading its training log."""
 
 import os
+import shutil
 import re
 import subprocess
 import sys
@@ -44,3 +45,13 @@ def training_steps(output: str) -> list[tuple[int, float, int | None]]:
 
 def assert_succeeded(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
+
+
+def interrupt_after(checkpoints: Path, step: int) -> None:
+    """Leaves `checkpoints` as a run killed after saving global step `step` would: later checkpoints gone,
+    that one the newest `-last` (the one NeMo's resume picks)."""
+    for saved in checkpoints.glob("step=*"):
+        if int(saved.name.split("-")[0].removeprefix("step=")) >= step:
+            shutil.rmtree(saved)
+    kept = next(checkpoints.glob(f"step={step - 1}-*"))
+    shutil.copytree(kept, kept.with_name(kept.name + "-last"))

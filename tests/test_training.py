@@ -1,8 +1,6 @@
 """Real NeMo 2 training on the CPU, through launch.py: the tiny recipes, resume, and 2-process runs."""
 
-import shutil
-
-from launching import assert_succeeded, launch, training_steps
+from launching import assert_succeeded, interrupt_after, launch, training_steps
 
 # Recorded from a clean run of tiny_llama_pretrain (seeded; CPU float32). A change to the model,
 # data, optimizer or CPU path that alters training shows up here.
@@ -64,10 +62,7 @@ def test_data_parallel_2_over_two_processes_checkpoints_and_resumes_exactly(tmp_
 
     # An interruption after the step-4 checkpoint: it is the newest one left, as NeMo's resume finds it.
     checkpoints = tmp_path / "results" / "tiny_llama_pretrain" / "checkpoints"
-    for later in checkpoints.glob("step=7-*"):
-        shutil.rmtree(later)
-    halfway = next(checkpoints.glob("step=3-*"))
-    shutil.copytree(halfway, halfway.with_name(halfway.name + "-last"))
+    interrupt_after(checkpoints, step=4)
     resumed = launch(*run, cwd=tmp_path)
     assert_succeeded(resumed)
     assert training_steps(output_of(resumed)) == steps[4:]

@@ -199,6 +199,11 @@ def adapters_disabled(module: torch.nn.Module):
             del wrapper.forward
 
 
+def table_rows(pair_index: torch.Tensor) -> torch.Tensor:
+    """The reference table's rows of these pairs, in batch order: 2i (chosen), 2i + 1 (rejected)."""
+    return torch.stack([pair_index * 2, pair_index * 2 + 1], dim=1).reshape(-1).cpu()
+
+
 class PreferenceForwardStep:
     """The forward step: policy per-token losses; puts the reference log-probs into the batch, from the
     precomputed table when there is one, else (reference 'adapters_off') from a no-adapter forward."""
@@ -215,8 +220,7 @@ class PreferenceForwardStep:
     def reference_logps(self, model, batch: dict) -> torch.Tensor:
         table = self.table.get(batch["split"])
         if table is not None:
-            rows = torch.stack([batch["pair_index"] * 2, batch["pair_index"] * 2 + 1], dim=1).reshape(-1)
-            return table[rows.cpu()].to(batch["loss_mask"].device)
+            return table[table_rows(batch["pair_index"])].to(batch["loss_mask"].device)
         if self.reference == "adapters_off":
             with torch.no_grad(), adapters_disabled(model):
                 return sequence_logps(model(**_model_inputs(batch)), batch["loss_mask"])[0]
@@ -341,8 +345,7 @@ def precompute_reference(trainer, pl_module, batches, pairs: int, adapters_off: 
     table = torch.zeros(2 * pairs, dtype=torch.float32)
 
     def record(batch: dict, per_token_loss: torch.Tensor):
-        rows = torch.stack([batch["pair_index"] * 2, batch["pair_index"] * 2 + 1], dim=1).reshape(-1).cpu()
-        table[rows] = sequence_logps(per_token_loss, batch["loss_mask"])[0].float().cpu()
+        table[table_rows(batch["pair_index"])] = sequence_logps(per_token_loss, batch["loss_mask"])[0].float().cpu()
         zero = torch.zeros((), device=per_token_loss.device)
         return zero, torch.ones((), dtype=torch.int, device=per_token_loss.device), {}
 

@@ -5,7 +5,6 @@ and two-stage pipeline-parallel runs of DPO, LoRA DPO and SimPO. About 8 minutes
 import json
 import math
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 import torch
 
 from data.preference_module import PreferenceConfigError, PreferenceDataModule
-from launching import child_environment
+from launching import child_environment, interrupt_after
 from training.preference import DPOLoss, PreferenceLossReduction, SimPOLoss
 
 REPO = Path(__file__).resolve().parents[2]
@@ -208,10 +207,7 @@ def test_tiny_dpo_raises_margin_and_resumes_with_its_original_reference(tmp_path
 
     # An interruption after the halfway checkpoint: it is the newest one left, as NeMo's resume finds it.
     checkpoints = tmp_path / "tiny_llama_dpo" / "checkpoints"
-    for later in checkpoints.glob(f"step={steps - 1}-*"):
-        shutil.rmtree(later)
-    halfway = next(checkpoints.glob(f"step={steps // 2 - 1}-*"))
-    shutil.copytree(halfway, halfway.with_name(halfway.name + "-last"))
+    interrupt_after(checkpoints, step=steps // 2)
     resumed, output = preference_run("tiny_llama_dpo", *settings)
     assert "reference log-probs of 134 train pairs: restored from the checkpoint" in output
     assert sorted(resumed) == list(range(steps // 2, steps)), output[-3000:]

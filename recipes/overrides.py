@@ -15,7 +15,7 @@ import typing
 import fiddle as fdl
 import yaml
 from fiddle import history
-from nemo_run.cli.cli_parser import CLIException, ParseError, parse_cli_args, parse_factory
+from nemo_run.cli.cli_parser import CLIException, ParseError, parse_cli_args, parse_factory, parse_value
 
 from recipes import factories  # noqa: F401  registers object-valued choices with nemo_run
 
@@ -119,6 +119,8 @@ def _check_union_value(key: str, value: str, parsed, members: tuple) -> None:
     raise OverrideError(f"{key}: '{value}' is not a valid {names}")
 
 
+SCALARS = (bool, int, float, str)
+
 FACTORY_CALL = re.compile(r"^[A-Za-z_]\w*(\(.*\))?$")
 
 
@@ -158,6 +160,14 @@ def _apply_one(config: fdl.Buildable, key: str, value: str) -> None:
         parsed = _literal(value)
         _check_union_value(key, value, parsed, members)
         _set(config, key, parsed)
+        return
+    if annotation in SCALARS:
+        # nemo_run resolves string annotations (modules with `from __future__ import annotations`) only
+        # through TYPE_CHECKING imports, and gives up on 'bool'; its value parser takes the resolved type.
+        try:
+            _set(config, key, parse_value(value, annotation))
+        except ParseError:
+            raise OverrideError(f"{key}: '{value}' is not a valid {annotation.__name__}") from None
         return
     try:
         parse_cli_args(config, [f"{key}={value}"])

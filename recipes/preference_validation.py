@@ -19,11 +19,14 @@ def check_preference(get):
     index, callback = _preference_callback(get.config)
     if callback is None:
         return
-    for key in ("data.micro_batch_size", "data.global_batch_size"):
-        value = get(key)
-        if value is not None and (value < 2 or value % 2):
-            yield (f"{key} ({value}) must be even and >= 2: it counts sequences, two per preference pair "
-                   "(chosen, rejected); an odd size would split a pair")
+    from data.preference_module import batch_size_problems
+    from recipes.validation import has_transformer_engine  # that module imports this one
+
+    packed = bool(get("data.pack_pairs", False))
+    yield from batch_size_problems(get("data.micro_batch_size", 2), get("data.global_batch_size", 2), packed)
+    if packed and not get("data.create_attention_mask", True) and not has_transformer_engine():
+        yield ("data.create_attention_mask=False with data.pack_pairs=True needs Transformer Engine (THD attention); "
+               "without it the attention mask is what keeps the packed sequences apart: set it True")
     if (get("trainer.strategy.context_parallel_size", 1) or 1) > 1:
         yield ("trainer.strategy.context_parallel_size must be 1 for preference training: sequence log-probs "
                "are summed over whole sequences")

@@ -66,6 +66,17 @@ def test_wrong_type_in_a_union_field(nemo, capsys):
     assert "trainer.devices: '2.5' is not a valid" in err
 
 
+def test_scalar_of_a_postponed_annotation(nemo, capsys):
+    """PreferenceDataModule's module uses `from __future__ import annotations`: its bools are strings to
+    nemo_run's parser, which cannot read 'bool' alone."""
+    code, out, err = run_cli(capsys, "recipe=tiny_llama_dpo", "data.shuffle=false", "--dryrun")
+    assert code == 0, err
+    assert "  shuffle: false" in out
+    code, _, err = run_cli(capsys, "recipe=tiny_llama_dpo", "data.shuffle=maybe", "--dryrun")
+    assert code == 2
+    assert err.strip() == "error: data.shuffle: 'maybe' is not a valid bool"
+
+
 def test_dryrun_prints_resolved_config_and_command(nemo, capsys):
     code, out, _ = run_cli(
         capsys, "recipe=tiny_llama_pretrain", "trainer.max_steps=7", "trainer.devices=2", "log.ckpt=None",

@@ -8,8 +8,10 @@ cross entropy when labels are given; its negative, masked to the answer tokens, 
 log-probability of the labels (with tensor parallel, megatron's vocab-parallel cross entropy already
 gathers over the sharded vocabulary, so every rank holds the same full values).
 
-Sequence log-probs sum over answer tokens only. Rows 2i / 2i+1 of a micro batch are chosen / rejected
-of pair i (see data/preference_module.py).
+Sequence log-probs sum over answer tokens only. Sequences 2i / 2i+1 of a micro batch are chosen /
+rejected of pair i: rows of a padded batch, or segments of the rows of a packed one (packed sequences go
+in as THD boundaries with Transformer Engine, as a block-diagonal mask to megatron's local attention; see
+data/preference_module.py).
 
 The reference model (DPO), one of:
 
@@ -45,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+import weakref
 from typing import Literal
 
 import lightning.pytorch as pl
@@ -98,10 +101,24 @@ class SimPOLoss:
         return losses, reward_chosen.detach(), reward_rejected.detach()
 
 
-def sequence_logps(per_token_loss: torch.Tensor, loss_mask: torch.Tensor):
-    """Summed log-probs of the masked label tokens per row, and the number of those tokens."""
-    mask = loss_mask.float()
-    return -(per_token_loss.float() * mask).sum(-1), mask.sum(-1)
+def sequence_logps(per_token_loss: torch.Tensor, loss_mask: torch.Tensor, segment_ids: torch.Tensor | None = None,
+                   sequences: int = 0):
+    """Summed log-probs of the masked label tokens per sequence, and the number of those tokens.
+
+    A padded batch holds a sequence per row; a packed one holds `sequences` sequences, numbered by
+    `segment_ids` (-1 on the padding, which the mask leaves out)."""
+    keep = loss_mask.bool()
+    logps, mask = torch.where(keep, -per_token_loss.float(), 0.0), keep.float()
+    if segment_ids is None:
+        return logps.sum(-1), mask.sum(-1)
+    index = segment_ids.clamp(min=0).reshape(-1)
+    totals = torch.zeros(2, sequences, device=logps.device)
+    return (totals[0].index_add(0, index, logps.reshape(-1)), totals[1].index_add(0, index, mask.reshape(-1)))
+
+
+def batch_logps(batch: dict, per_token_loss: torch.Tensor):
+    """`sequence_logps` of a collated batch, padded or packed: rows 2i / 2i + 1 are pair i's."""
+    return sequence_logps(per_token_loss, batch["loss_mask"], batch.get("segment_ids"), 2 * batch["pair_index"].numel())
 
 
 # ---------------------------------------------------------------------------------------- reduction
@@ -117,7 +134,7 @@ class PreferenceLossReduction(MegatronLossReduction):
         self.last_metrics: dict[str, float] = {}
 
     def pair_terms(self, batch: dict, per_token_loss: torch.Tensor):
-        logps, lengths = sequence_logps(per_token_loss, batch["loss_mask"])
+        logps, lengths = batch_logps(batch, per_token_loss)
         ref = batch.get("reference_logps")
         if self.loss.needs_reference and ref is None:
             raise RuntimeError("DPO needs reference log-probs but the batch has none (reference='none'?)")
@@ -160,21 +177,50 @@ class PreferenceLossReduction(MegatronLossReduction):
 # --------------------------------------------------------------------------------- data and forward
 
 
+HOST_KEYS = ("cu_seqlens_argmin", "max_seqlen")  # read on the host when packed (as NeMo's gpt_data_step keeps them)
+
+
 def preference_data_step(dataloader_iter) -> dict:
     """Moves the batch to the device, keeping every key (NeMo's gpt_data_step drops unknown ones)."""
     batch = next(dataloader_iter)
     if isinstance(batch, tuple) and len(batch) == 3:
         batch = batch[0]
-    return {k: v.cuda(non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    return {k: v.cuda(non_blocking=True) if torch.is_tensor(v) and k not in HOST_KEYS else v for k, v in batch.items()}
 
 
-def _model_inputs(batch: dict) -> dict:
-    return {
+def model_inputs(model: torch.nn.Module, batch: dict) -> dict:
+    """GPTModel arguments. A packed batch goes in as THD sequence boundaries (Transformer Engine's
+    attention, as NeMo's packed SFT), or, to megatron's local attention, which takes no boundaries,
+    with its block-diagonal causal mask: each sequence attends only to itself either way. Rotary
+    position embeddings depend on relative positions only, so a sequence scores the same anywhere in a row."""
+    inputs = {
         "input_ids": batch["tokens"],
         "position_ids": batch["position_ids"],
         "attention_mask": batch.get("attention_mask"),
         "labels": batch["labels"],
     }
+    if "cu_seqlens" not in batch:
+        return inputs
+    if not _local_attention(model):
+        from nemo.collections.llm.gpt.model.base import get_packed_seq_params
+
+        return {**inputs, "attention_mask": None, "packed_seq_params": get_packed_seq_params(batch)}
+    if inputs["attention_mask"] is None:
+        raise RuntimeError("packed preference batches need data.create_attention_mask=True without Transformer "
+                           "Engine: megatron's local attention keeps the packed sequences apart by the mask")
+    return inputs
+
+
+_LOCAL_ATTENTION: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()
+
+
+def _local_attention(model: torch.nn.Module) -> bool:
+    """Whether the model attends with megatron-core's local DotProductAttention (no THD support)."""
+    if model not in _LOCAL_ATTENTION:
+        from megatron.core.transformer.dot_product_attention import DotProductAttention
+
+        _LOCAL_ATTENTION[model] = any(isinstance(m, DotProductAttention) for m in model.modules())
+    return _LOCAL_ATTENTION[model]
 
 
 def _base_linear_only(wrapper, x, *args, **kwargs):
@@ -215,7 +261,7 @@ class PreferenceForwardStep:
     def __call__(self, model, batch: dict) -> torch.Tensor:
         if self.reference != "none":
             batch["reference_logps"] = self.reference_logps(model, batch)
-        return model(**_model_inputs(batch))
+        return model(**model_inputs(model, batch))
 
     def reference_logps(self, model, batch: dict) -> torch.Tensor:
         table = self.table.get(batch["split"])
@@ -223,7 +269,7 @@ class PreferenceForwardStep:
             return table[table_rows(batch["pair_index"])].to(batch["loss_mask"].device)
         if self.reference == "adapters_off":
             with torch.no_grad(), adapters_disabled(model):
-                return sequence_logps(model(**_model_inputs(batch)), batch["loss_mask"])[0]
+                return batch_logps(batch, model(**model_inputs(model, batch)))[0]
         raise RuntimeError(f"no precomputed reference log-probs for split {batch['split']!r}")
 
 
@@ -345,13 +391,13 @@ def precompute_reference(trainer, pl_module, batches, pairs: int, adapters_off: 
     table = torch.zeros(2 * pairs, dtype=torch.float32)
 
     def record(batch: dict, per_token_loss: torch.Tensor):
-        table[table_rows(batch["pair_index"])] = sequence_logps(per_token_loss, batch["loss_mask"])[0].float().cpu()
+        table[table_rows(batch["pair_index"])] = batch_logps(batch, per_token_loss)[0].float().cpu()
         zero = torch.zeros((), device=per_token_loss.device)
         return zero, torch.ones((), dtype=torch.int, device=per_token_loss.device), {}
 
     def forward_step(data_iterator, model):
         batch = preference_data_step(data_iterator)
-        return model(**_model_inputs(batch)), functools.partial(record, batch)
+        return model(**model_inputs(model, batch)), functools.partial(record, batch)
 
     chunks = list(trainer.strategy.megatron_parallel)
     data_rank, data_ranks = parallel_state.get_data_parallel_rank(), parallel_state.get_data_parallel_world_size()

@@ -1,7 +1,8 @@
 """Scores a fixed batch of shipped pairs with the tiny Llama and writes the preference numbers as JSON.
 
 Run under torchrun (gloo, CPU): `torchrun --nproc-per-node N tests/preference/model_check.py OUT.json`
-scores with tensor parallel 1 (key "tp1"), then with tensor parallel N in the same processes.
+scores with tensor parallel 1 (key "tp1"), then with tensor parallel N in the same processes; each
+time padded (a sequence per row) and packed (three pairs per row, key suffix "packed").
 The tensor-parallel model gets its shards cut from the single-process model's weights, so both hold
 the same model. With tensor parallel 1
 it also scores the batch from the model's logits (log_softmax + gather), independently of megatron's
@@ -58,10 +59,10 @@ def score(world: int, full: dict) -> dict:
     from nemo.collections.common.tokenizers.huggingface.auto_tokenizer import AutoTokenizer
     from nemo.collections.llm.gpt.model.llama import Llama3Config
 
-    from data.preference_module import collate_pairs, load_pairs
+    from data.preference_module import collate_packs, collate_pairs, load_pairs
     from models.catalog import MODELS
     from recipes.tiny_llama_preference import PAIRS as PAIRS_FILE
-    from training.preference import DPOLoss, PreferenceLossReduction, SimPOLoss, sequence_logps
+    from training.preference import DPOLoss, SimPOLoss, batch_logps, sequence_logps, table_rows
 
     parallel_state.initialize_model_parallel(tensor_model_parallel_size=world)
     tensor_parallel.model_parallel_cuda_manual_seed(1234)
@@ -82,24 +83,42 @@ def score(world: int, full: dict) -> dict:
                 param.copy_(shard(name, param, full[name], world, rank))
 
     records = load_pairs([PAIRS_FILE], tokenizer.tokenizer, "chatml")[:PAIRS]
-    batch = collate_pairs([{"index": i, **r} for i, r in enumerate(records)], "train")
+    pairs = [{"index": i, **r} for i, r in enumerate(records)]
+    batch = collate_pairs(pairs, "train")
     with torch.no_grad():
         per_token = model(batch["tokens"], batch["position_ids"], batch["attention_mask"], labels=batch["labels"])
     logps, lengths = sequence_logps(per_token, batch["loss_mask"])
+    # the same pairs packed: pairs 0-2 in one row (in an order other than their index), 3-5 in another
+    packed = collate_packs([{"pairs": [pairs[2], pairs[0], pairs[1]]}, {"pairs": pairs[3:]}], "train")
+    with torch.no_grad():
+        packed_per_token = model(packed["tokens"], packed["position_ids"], packed["attention_mask"],
+                                 labels=packed["labels"])
+    packed_logps, _ = batch_logps(packed, packed_per_token)
+    order = table_rows(packed["pair_index"])  # sequence k of the packed batch is row order[k] of the padded one
     generator = torch.Generator().manual_seed(7)
     batch["reference_logps"] = -100 + 10 * torch.randn(logps.shape, generator=generator)
-    result = {"logps": logps.tolist(), "lengths": lengths.tolist(), "reference_logps": batch["reference_logps"].tolist()}
+    packed["reference_logps"] = batch["reference_logps"][order]
+    result = {"logps": logps.tolist(), "lengths": lengths.tolist(), "reference_logps": batch["reference_logps"].tolist(),
+              "packed_logps": torch.zeros_like(logps).index_copy(0, order, packed_logps).tolist(),
+              "packed_rows": list(packed["tokens"].shape)}
     for name, loss in {"dpo": DPOLoss(beta=0.1, label_smoothing=0.1), "simpo": SimPOLoss(beta=10.0, gamma=3.0)}.items():
-        reduction = PreferenceLossReduction(loss)
-        loss_sum, pairs, stats = reduction.forward(batch, per_token)
-        reduced = reduction.reduce([stats])
-        result[name] = {"loss": float(loss_sum / pairs), "reduced": float(reduced), **reduction.last_metrics}
+        result[name] = reduced_numbers(loss, batch, per_token)
+        result[f"{name}_packed"] = reduced_numbers(loss, packed, packed_per_token)
     if world == 1:
         with torch.no_grad():
             logits = model(batch["tokens"], batch["position_ids"], batch["attention_mask"])
         token_logps = torch.log_softmax(logits.float(), -1).gather(-1, batch["labels"].unsqueeze(-1)).squeeze(-1)
         result["logps_from_logits"] = (token_logps * batch["loss_mask"]).sum(-1).tolist()
     return result
+
+
+def reduced_numbers(loss, batch: dict, per_token: torch.Tensor) -> dict:
+    from training.preference import PreferenceLossReduction
+
+    reduction = PreferenceLossReduction(loss)
+    loss_sum, pairs, stats = reduction.forward(batch, per_token)
+    reduced = reduction.reduce([stats])
+    return {"loss": float(loss_sum / pairs), "reduced": float(reduced), **reduction.last_metrics}
 
 
 if __name__ == "__main__":

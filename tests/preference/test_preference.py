@@ -1,6 +1,7 @@
 """DPO / SimPO: the loss reduction against the papers' formulas, tensor parallel against one process,
-a tiny CPU DPO run whose reward margin and accuracy rise and which resumes with its original reference,
-and two-stage pipeline-parallel runs of DPO, LoRA DPO and SimPO. About 8 minutes on 2 cores."""
+packed batches against padded ones, tiny CPU DPO runs (padded and packed) whose reward margin and accuracy
+rise, one of which resumes with its original reference, and two-stage pipeline-parallel runs of DPO, LoRA
+DPO (padded and packed) and SimPO. About 9 minutes on 2 cores."""
 
 import json
 import math
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from data.preference_module import PreferenceConfigError, PreferenceDataModule
+from data.preference_module import PreferenceConfigError, PreferenceDataModule, collate_packs, collate_pairs
 from launching import child_environment, interrupt_after
 from training.preference import DPOLoss, PreferenceLossReduction, SimPOLoss
 
@@ -120,6 +121,63 @@ def test_odd_batch_sizes_are_refused(key):
         PreferenceDataModule(paths=["unused"], **sizes)
 
 
+# ---- packed batches ----------------------------------------------------------------------------------
+
+
+def toy_pair(index, prompt, chosen, chosen_mask, rejected, rejected_mask):
+    return {"index": index, "prompt_ids": prompt, "chosen_ids": chosen, "chosen_loss_mask": chosen_mask,
+            "rejected_ids": rejected, "rejected_loss_mask": rejected_mask}
+
+
+def test_packed_row_layout():
+    first = toy_pair(0, [1, 2], [3, 4, 5], [1, 1, 0], [6, 7], [1, 1])
+    second = toy_pair(1, [8], [9, 10], [1, 1], [11], [1])
+    batch = collate_packs([{"pairs": [second, first]}], "train", pad_to_multiple_of=16)
+    # second's chosen [8 9 | 10], its rejected [8 | 11], first's chosen [1 2 3 4 | 5], rejected [1 2 6 | 7]
+    assert batch["tokens"][0].tolist() == [8, 9, 8, 1, 2, 3, 4, 1, 2, 6] + [0] * 6
+    assert batch["labels"][0, :10].tolist() == [9, 10, 11, 2, 3, 4, 5, 2, 6, 7]
+    assert batch["loss_mask"][0].tolist() == [1, 1, 1, 0, 1, 1, 0, 0, 1, 1] + [0] * 6
+    assert batch["segment_ids"][0].tolist() == [0, 0, 1, 2, 2, 2, 2, 3, 3, 3] + [-1] * 6
+    assert batch["position_ids"][0].tolist() == [0, 1, 0, 0, 1, 2, 3, 0, 1, 2, 0, 1, 2, 3, 4, 5]
+    assert batch["cu_seqlens"].tolist() == [[0, 2, 3, 7, 10, 16, -1]]  # the padding is a sequence of its own
+    assert batch["cu_seqlens_argmin"].tolist() == [[6]] and batch["max_seqlen"].tolist() == [[6]]
+    assert batch["pair_index"].tolist() == [1, 0]
+    mask = batch["attention_mask"][0, 0]  # True = masked
+    assert not mask[4, 3] and mask[3, 4]  # causal inside a sequence
+    assert mask[3, 2] and mask[7, 6] and mask[10, 9]  # nothing across sequences, padding included
+    # the same sequences, padded one per row
+    padded = collate_pairs([second, first], "train", pad_to_multiple_of=1)
+    for sequence in range(4):
+        where = batch["segment_ids"][0] == sequence
+        length = int(where.sum())
+        assert batch["tokens"][0, where].tolist() == padded["tokens"][sequence, :length].tolist()
+        assert batch["loss_mask"][0, where].tolist() == padded["loss_mask"][sequence, :length].tolist()
+
+
+def test_packing_the_shipped_pairs_keeps_every_pair_once():
+    from nemo.collections.common.tokenizers.huggingface.auto_tokenizer import AutoTokenizer
+
+    from models.catalog import MODELS
+    from recipes.tiny_llama_preference import PAIRS
+
+    data = PreferenceDataModule(paths=[PAIRS], tokenizer=AutoTokenizer(MODELS["tiny_llama"].tokenizer), seq_length=256,
+                                micro_batch_size=1, global_batch_size=3, validation_pairs=16, pack_pairs=True)
+    data.setup()
+    for split, pairs in (("train", 134), ("validation", 16)):
+        batches = list(data.reference_batches(split, pairs_per_batch=8))
+        indices = sorted(i for batch in batches for i in batch["pair_index"].tolist())
+        assert indices == list(range(pairs)) == list(range(data.pairs(split)))
+        assert all(batch["tokens"].shape[0] == 1 and batch["tokens"].shape[1] <= 256 for batch in batches)
+        assert all(int(batch["segment_ids"].max()) + 1 == 2 * batch["pair_index"].numel() for batch in batches)
+    assert len(data.datasets["train"].items) < 134 / 2  # more than two pairs per row on average
+
+
+def test_packed_micro_batch_must_be_one_row():
+    with pytest.raises(PreferenceConfigError, match="data.pack_pairs=True needs data.micro_batch_size=1"):
+        PreferenceDataModule(paths=["unused"], micro_batch_size=2, global_batch_size=4, pack_pairs=True)
+    PreferenceDataModule(paths=["unused"], micro_batch_size=1, global_batch_size=3, pack_pairs=True)  # odd is fine
+
+
 def test_validation_rule():
     from recipes import registry
     from recipes.preference_validation import check_preference
@@ -130,7 +188,14 @@ def test_validation_rule():
     config.data.micro_batch_size = 3
     config.trainer.strategy.context_parallel_size = 2
     found = "\n".join(check_preference(View(config)))
-    assert "data.micro_batch_size (3)" in found and "context_parallel_size must be 1" in found
+    assert "data.micro_batch_size=3" in found and "context_parallel_size must be 1" in found
+    config = registry.build("tiny_llama_dpo")
+    config.data.pack_pairs, config.data.create_attention_mask = True, False
+    found = "\n".join(check_preference(View(config)))
+    assert "data.pack_pairs=True needs data.micro_batch_size=1" in found and ", not 8;" in found
+    assert "data.create_attention_mask=False with data.pack_pairs=True needs Transformer Engine" in found
+    config.data.micro_batch_size, config.data.global_batch_size, config.data.create_attention_mask = 1, 3, True
+    assert list(check_preference(View(config))) == []
     assert list(check_preference(View(registry.build("tiny_llama_pretrain")))) == []
 
 
@@ -170,6 +235,17 @@ def test_tensor_parallel_2_matches_single_process(model_numbers):
         assert_close(tp2[name], single[name], tol=1e-4)
 
 
+@pytest.mark.parametrize("parallel", ["tp1", "tp2"])
+def test_packed_pairs_score_as_padded_ones(model_numbers, parallel):
+    """Three pairs per row, each sequence attending only to itself: the same log-probs, loss and rewards."""
+    numbers = model_numbers["tp1"] if parallel == "tp1" else model_numbers
+    assert numbers["packed_rows"][0] == 2
+    assert numbers["packed_logps"] == pytest.approx(numbers["logps"], abs=1e-4, rel=1e-6)
+    for name in ("dpo", "simpo"):
+        assert numbers[f"{name}_packed"]["loss"] == pytest.approx(numbers[name]["loss"], abs=TOL, rel=TOL)
+        assert_close(numbers[f"{name}_packed"], numbers[name], tol=1e-4)  # rewards near -96: float32 rounding
+
+
 # ---- CPU training runs ---------------------------------------------------------------------------------
 
 LINE = re.compile(r"global_step: (\d+) \| reduced_train_loss: ([-\d.e]+) \| reward_chosen: ([-\d.e]+) \| "
@@ -191,10 +267,7 @@ def mean(rows, column):
     return sum(r[column] for r in rows) / len(rows)
 
 
-def test_tiny_dpo_raises_margin_and_resumes_with_its_original_reference(tmp_path):
-    steps = 24
-    settings = (f"trainer.max_steps={steps}", f"log.log_dir={tmp_path}", f"log.ckpt.every_n_train_steps={steps // 2}")
-    rows, output = preference_run("tiny_llama_dpo", *settings)
+def assert_dpo_learns(rows: dict, steps: int, output: str) -> None:
     assert sorted(rows) == list(range(steps)), output[-3000:]
     first, last = [rows[s] for s in range(4)], [rows[s] for s in range(steps - 6, steps)]
     # step 0: the policy is the reference, so loss = log 2 and every reward is 0
@@ -204,6 +277,25 @@ def test_tiny_dpo_raises_margin_and_resumes_with_its_original_reference(tmp_path
     assert mean(last, MARGIN) > mean(first, MARGIN) + 0.5
     assert mean(last, ACCURACY) > mean(first, ACCURACY) + 0.2
     assert mean(last, LOSS) < mean(first, LOSS) - 0.2
+
+
+# whole pairs packed into rows of 256 tokens, one row per micro batch, 3 rows (about 8 pairs) per step
+PACKED = ("data.pack_pairs=true", "data.micro_batch_size=1", "data.global_batch_size=3", "data.seq_length=256",
+          "model.config.seq_length=256")
+
+
+def test_tiny_dpo_on_packed_pairs_raises_margin(tmp_path):
+    steps = 24
+    rows, output = preference_run("tiny_llama_dpo", f"trainer.max_steps={steps}", f"log.log_dir={tmp_path}", *PACKED)
+    assert "134 training pairs packed into 48 rows of up to 256 tokens" in output
+    assert_dpo_learns(rows, steps, output)
+
+
+def test_tiny_dpo_raises_margin_and_resumes_with_its_original_reference(tmp_path):
+    steps = 24
+    settings = (f"trainer.max_steps={steps}", f"log.log_dir={tmp_path}", f"log.ckpt.every_n_train_steps={steps // 2}")
+    rows, output = preference_run("tiny_llama_dpo", *settings)
+    assert_dpo_learns(rows, steps, output)
 
     # An interruption after the halfway checkpoint: it is the newest one left, as NeMo's resume finds it.
     checkpoints = tmp_path / "tiny_llama_dpo" / "checkpoints"
@@ -216,13 +308,14 @@ def test_tiny_dpo_raises_margin_and_resumes_with_its_original_reference(tmp_path
         assert values == pytest.approx(rows[step], abs=2e-3), step
 
 
-@pytest.mark.parametrize("recipe", ["tiny_llama_dpo", "tiny_llama_dpo_lora", "tiny_llama_simpo"])
-def test_pipeline_parallel_2_over_two_processes(recipe, tmp_path):
+@pytest.mark.parametrize("recipe,batches", [("tiny_llama_dpo", ()), ("tiny_llama_dpo_lora", ()), ("tiny_llama_simpo", ()),
+                                            ("tiny_llama_dpo_lora", PACKED)], ids=["dpo", "dpo_lora", "simpo", "dpo_lora_packed"])
+def test_pipeline_parallel_2_over_two_processes(recipe, batches, tmp_path):
     """Two pipeline stages (gloo): the reference pre-pass goes through megatron's pipeline schedule (for LoRA
     with the adapters off), the last stage computes the loss and its metrics reach rank 0's log."""
     steps = 4
     rows, output = preference_run(recipe, f"trainer.max_steps={steps}", f"log.log_dir={tmp_path}", "trainer.devices=2",
-                                  "trainer.strategy.pipeline_model_parallel_size=2", threads=1)
+                                  "trainer.strategy.pipeline_model_parallel_size=2", *batches, threads=1)
     assert sorted(rows) == list(range(steps)), output[-3000:]
     if recipe.startswith("tiny_llama_dpo"):
         # the pre-pass scored exactly what step 0's training forward computes: policy == reference

@@ -118,7 +118,9 @@ def sequence_logps(per_token_loss: torch.Tensor, loss_mask: torch.Tensor, segmen
 
 def batch_logps(batch: dict, per_token_loss: torch.Tensor):
     """`sequence_logps` of a collated batch, padded or packed: rows 2i / 2i + 1 are pair i's."""
-    return sequence_logps(per_token_loss, batch["loss_mask"], batch.get("segment_ids"), 2 * batch["pair_index"].numel())
+    segment_ids = batch.get("segment_ids")
+    sequences = 2 * batch["pair_index"].numel() if segment_ids is not None else 0
+    return sequence_logps(per_token_loss, batch["loss_mask"], segment_ids, sequences)
 
 
 # ---------------------------------------------------------------------------------------- reduction

@@ -49,7 +49,7 @@ def build_model(name: str, seq_length: int, device: str):
     tensor_parallel.model_parallel_cuda_manual_seed(1234)
     module, _, cls = spec.config_class.rpartition(".")
     config = getattr(importlib.import_module(module), cls)(
-        **spec.config_overrides, seq_length=seq_length, params_dtype=torch.float32 if device == "cpu" else torch.bfloat16,
+        **{**spec.config_overrides, "seq_length": seq_length}, params_dtype=torch.float32 if device == "cpu" else torch.bfloat16,
         bf16=device != "cpu", use_cpu_initialization=device == "cpu")
     tokenizer = AutoTokenizer(spec.tokenizer)
     return config.configure_model(tokenizer).to(device).train(), tokenizer

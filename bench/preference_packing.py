@@ -56,9 +56,9 @@ def build_model(name: str, seq_length: int, device: str):
 
 
 def micro_batches(records: list[dict], layout: str, pairs_per_micro_batch: int, seq_length: int) -> list[dict]:
-    from data.preference_module import _indexed, collate_packs, collate_pairs, pack_pairs
+    from data.preference_module import indexed_pairs, collate_packs, collate_pairs, pack_pairs
 
-    pairs = _indexed(records)
+    pairs = indexed_pairs(records)
     if layout == "packed":
         return [collate_packs([pack], "train") for pack in pack_pairs(pairs, seq_length)]
     return [collate_pairs(pairs[i : i + pairs_per_micro_batch], "train")
@@ -68,15 +68,14 @@ def micro_batches(records: list[dict], layout: str, pairs_per_micro_batch: int, 
 def one_pass(model, batches: list[dict], device: str) -> float:
     import torch
 
-    from training.preference import DPOLoss, PreferenceLossReduction, model_inputs
+    from training.preference import HOST_KEYS, DPOLoss, PreferenceLossReduction, model_inputs
 
     reduction = PreferenceLossReduction(DPOLoss())
     if device == "cuda":
         torch.cuda.synchronize()
     started = time.perf_counter()
     for batch in batches:
-        on_device = {k: v.to(device) if torch.is_tensor(v) and k not in ("cu_seqlens_argmin", "max_seqlen") else v
-                     for k, v in batch.items()}
+        on_device = {k: v.to(device) if torch.is_tensor(v) and k not in HOST_KEYS else v for k, v in batch.items()}
         on_device["reference_logps"] = torch.zeros(2 * batch["pair_index"].numel(), device=device)
         loss, _, _ = reduction.forward(on_device, model(**model_inputs(model, on_device)))
         loss.backward()

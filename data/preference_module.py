@@ -309,8 +309,8 @@ class PreferenceDataModule(pl.LightningDataModule):
                         " (packed: chosen + rejected)" if self.pack_pairs else "")
         random.Random(self.seed).shuffle(fits)
         self.split_pairs = {
-            "train": _indexed(fits[self.validation_pairs :]),
-            "validation": _indexed(fits[: self.validation_pairs]),
+            "train": indexed_pairs(fits[self.validation_pairs :]),
+            "validation": indexed_pairs(fits[: self.validation_pairs]),
         }
         items = {split: self._packs(pairs) if self.pack_pairs else pairs for split, pairs in self.split_pairs.items()}
         train = items["train"]
@@ -382,7 +382,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         return len(self.split_pairs.get(split, []))
 
 
-def _indexed(pairs: list[dict]) -> list[dict]:
+def indexed_pairs(pairs: list[dict]) -> list[dict]:
     """The pairs with their position in the split: the key of their reference log-probs."""
     return [{"index": i, **pair} for i, pair in enumerate(pairs)]
 

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import fiddle as fdl
 
+from recipes.errors import UserError
+
 PREPARE = {
     "pretraining": "python -m data.prepare_pretraining",
     "sft": "python -m data.sft convert --output-dir DIR",
@@ -15,6 +17,13 @@ PREPARE = {
 def prefixes(paths) -> list[str]:
     """data.paths is [prefix, ...] or a blend [weight, prefix, weight, prefix, ...]."""
     return [str(p) for p in paths if not isinstance(p, (int, float))]
+
+
+def require(data) -> None:
+    """Raises a UserError naming every missing data file of `data`, if any."""
+    problems = missing(data)
+    if problems:
+        raise UserError("the data this run reads is missing:\n  " + "\n  ".join(problems))
 
 
 def missing(data) -> list[str]:

@@ -15,9 +15,7 @@ ONE_EPOCH = -1
 def _pretraining_samples(data) -> int:
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-    problems = data_files.missing(data)
-    if problems:
-        raise UserError("\n".join(problems))
+    data_files.require(data)
     tokens = 0
     for prefix in data_files.prefixes(data.paths):
         dataset = IndexedDataset(prefix)  # kept alive: its lengths are a view of its memory map
@@ -27,9 +25,7 @@ def _pretraining_samples(data) -> int:
 
 
 def _finetuning_samples(data) -> int:
-    problems = data_files.missing(data)
-    if problems:
-        raise UserError("\n".join(problems))
+    data_files.require(data)
     training = Path(data.dataset_root) / "training.jsonl"
     with training.open("rb") as f:
         return sum(1 for line in f if line.strip())

@@ -156,9 +156,7 @@ def launch(prepared: Prepared) -> int:
     _check_local_options(prepared)
     _count_one_epoch(prepared)
     executors.check_can_run(prepared.config)
-    problems = data_files.missing(prepared.config.data)
-    if problems:
-        raise UserError("the data this run reads is missing:\n  " + "\n  ".join(problems))
+    data_files.require(prepared.config.data)
     executor = executors.for_recipe(prepared.config)
     executors.launch(task(prepared), executor, prepared.name)
     return 0

@@ -1,8 +1,8 @@
 """Test helpers: running launch.py for real, the way a user does, and reading its training log."""
 
 import os
-import shutil
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path

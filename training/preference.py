@@ -117,7 +117,7 @@ def sequence_logps(per_token_loss: torch.Tensor, loss_mask: torch.Tensor, segmen
 
 
 def batch_logps(batch: dict, per_token_loss: torch.Tensor):
-    """`sequence_logps` of a collated batch, padded or packed: rows 2i / 2i + 1 are pair i's."""
+    """`sequence_logps` of a collated batch, padded or packed: sequences 2i / 2i + 1 are pair i's."""
     segment_ids = batch.get("segment_ids")
     sequences = 2 * batch["pair_index"].numel() if segment_ids is not None else 0
     return sequence_logps(per_token_loss, batch["loss_mask"], segment_ids, sequences)

@@ -7,6 +7,7 @@ UV_VERSION := 0.13.9
 # uv does not read pip's configuration: pass on a local wheel folder it names (e.g. the CPU build of torch).
 FIND_LINKS := $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
 UV_ARGS := --python $(PY) --compile-bytecode -c constraints.txt $(if $(FIND_LINKS),--find-links $(FIND_LINKS))
+TEST_WORKERS ?= 2
 PIP_ARGS := --quiet --disable-pip-version-check -c constraints.txt
 
 .PHONY: run test test-fast clean-venv
@@ -15,11 +16,11 @@ run: $(INSTALLED)
 	$(PY) launch.py recipe=tiny_llama_pretrain
 
 test: $(INSTALLED)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # Everything that starts no training process: the inner loop.
 test-fast: $(INSTALLED)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow" $(PYTEST_ARGS)
 
 # Rebuilt from scratch whenever the pins change; constraints.txt fixes every transitive version.
 # uv installs in well under a minute; pip (about 6 minutes) only where uv cannot be had.

@@ -11,7 +11,7 @@ from pathlib import Path
 import nemo_run as run
 import torch
 
-from recipes.errors import RunFailed, UserError
+from common.errors import RunFailed, UserError
 
 
 def for_recipe(recipe) -> run.LocalExecutor | None:

@@ -3,7 +3,8 @@ committed resolved-config snapshot; and a copied recipe is registered and valid 
 
 import pytest
 
-from recipes import copying, registry, session, snapshots
+from launcher import copying, session, snapshots
+from recipes import registry
 
 ALL_RECIPES = sorted(registry.discover())
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from recipes import session
-from recipes.validation import ConfigInvalid
+from launcher import session
+from launcher.validation import ConfigInvalid
 
 TINY = "tiny_llama_pretrain"  # 4 heads, 2 query groups, 2 layers, seq 128, global batch 8, micro batch 4
 

@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 import fiddle as fdl
 import nemo_run as run
 
-from recipes import data_files, epoch, overrides, registry, resolve, validation
-from recipes.errors import UserError
+from common.errors import UserError
+from launcher import data_files, epoch, executor_overrides, overrides, resolve, validation
+from recipes import registry
+from recipes.blocks import ONE_EPOCH
 from runtime import entry, executors, machine
 
 
@@ -28,14 +30,14 @@ def prepare(name: str, override_args: list[str], fit_to_machine: bool = True) ->
     overrides.apply(config, override_args)
     # A Slurm job runs elsewhere: fitting the config to this (submitting) machine would be wrong there.
     changes = machine.adapt(config) if fit_to_machine and kind == "local" else []
-    if kind == "slurm" and config.trainer.max_steps == epoch.ONE_EPOCH:
+    if kind == "slurm" and config.trainer.max_steps == ONE_EPOCH:
         raise UserError("executor=slurm needs trainer.max_steps: one epoch (-1) is counted from data this machine may not see")
     validation.validate(config)
     prepared = Prepared(name, config, changes, executor=kind)
     if kind == "slurm":
         from runtime import slurm
 
-        prepared.executor_config = slurm.apply_overrides(slurm.executor_config(config), executor_args)
+        prepared.executor_config = executor_overrides.apply_overrides(slurm.executor_config(config), executor_args)
         slurm.check_no_secrets(prepared.executor_config)
     return prepared
 
@@ -61,7 +63,7 @@ def explain(prepared: Prepared, key: str) -> str:
     """The value of `key` and every place that set it, newest first."""
     parent, leaf = _parent_and_leaf(prepared.config, key)
     value = resolve.resolved(getattr(parent, leaf)) if isinstance(parent, fdl.Buildable) else parent[int(leaf)]
-    lines = [f"{key} = {value!r}"]
+    lines = [f"{key} = {value!r}" + (f"  ({epoch.COUNTED_AT_LAUNCH})" if key == "trainer.max_steps" and value == ONE_EPOCH else "")]
     history = parent.__argument_history__[leaf] if isinstance(parent, fdl.Buildable) else []
     setters = [h for h in history if h.kind.name == "NEW_VALUE"]
     for position, setter in enumerate(reversed(setters)):
@@ -112,7 +114,7 @@ def slurm_dryrun(prepared: Prepared) -> str:
     parts = [f"# recipe: {prepared.name}", resolve.to_yaml(prepared.config).rstrip()]
     if prepared.machine_changes:
         parts.append("# fitted to this machine:\n" + "\n".join(f"#   {c}" for c in prepared.machine_changes))
-    parts.append("# executor (slurm):\n" + slurm.describe_config(prepared.executor_config))
+    parts.append("# executor (slurm):\n" + resolve.to_yaml(prepared.executor_config).rstrip())
     for job_name, script in slurm.render(prepared.name, executor, slurm_steps(prepared), after):
         parts.append(f"# ---- sbatch script of {job_name} (submitted with: sbatch --requeue --parsable SCRIPT)\n{script.rstrip()}")
     return "\n".join(parts)
@@ -130,9 +132,7 @@ def slurm_launch(prepared: Prepared) -> int:
     return 0
 
 
-def _count_one_epoch(prepared: Prepared) -> None:
-    """trainer.max_steps=-1 becomes one epoch over the data, counted here where the data is."""
-    note = epoch.fill_max_steps(prepared.config)
+def _note(prepared: Prepared, note: str | None) -> None:
     if note:
         prepared.machine_changes.append(note)
 
@@ -141,7 +141,7 @@ def dryrun(prepared: Prepared) -> str:
     if prepared.executor == "slurm":
         return slurm_dryrun(prepared)
     _check_local_options(prepared)
-    _count_one_epoch(prepared)
+    _note(prepared, epoch.preview_max_steps(prepared.config))
     executor = executors.for_recipe(prepared.config)
     parts = [f"# recipe: {prepared.name}", resolve.to_yaml(prepared.config).rstrip()]
     if prepared.machine_changes:
@@ -154,7 +154,8 @@ def launch(prepared: Prepared) -> int:
     if prepared.executor == "slurm":
         return slurm_launch(prepared)
     _check_local_options(prepared)
-    _count_one_epoch(prepared)
+    # trainer.max_steps=-1 becomes one epoch over the data, counted here where the data is.
+    _note(prepared, epoch.fill_max_steps(prepared.config))
     executors.check_can_run(prepared.config)
     data_files.require(prepared.config.data)
     executor = executors.for_recipe(prepared.config)

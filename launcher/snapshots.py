@@ -2,18 +2,19 @@
 uses (NeMo's class defaults included), so a change to a shared default shows, in the pull request
 diff, every recipe it affects.
 
-    python -m recipes.snapshots            # rewrite every snapshot
-    python -m recipes.snapshots --check    # exit 1 and name the recipes whose snapshot is stale
+    python -m launcher.snapshots            # rewrite every snapshot
+    python -m launcher.snapshots --check    # exit 1 and name the recipes whose snapshot is stale
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-from recipes import registry, resolve, validation
+from launcher import resolve, validation
+from recipes import registry
 
-SNAPSHOT_DIR = Path(__file__).resolve().parent / "snapshots"
-REGENERATE = "python -m recipes.snapshots"
+SNAPSHOT_DIR = registry.RECIPES_DIR / "snapshots"
+REGENERATE = "python -m launcher.snapshots"
 
 
 def render(name: str) -> str:

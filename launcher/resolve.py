@@ -12,8 +12,8 @@ from pathlib import Path
 import fiddle as fdl
 import yaml
 
+from launcher.overrides import parameter_names
 from models.catalog import REPO_ROOT
-from recipes.overrides import parameter_names
 
 REPO_MARK = "<repo>"
 

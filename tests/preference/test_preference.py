@@ -180,9 +180,9 @@ def test_packed_micro_batch_must_be_one_row():
 
 
 def test_validation_rule():
-    from recipes import registry
     from launcher.rules.preference import check_preference
     from launcher.validation import View
+    from recipes import registry
 
     config = registry.build("tiny_llama_dpo")
     assert list(check_preference(View(config))) == []

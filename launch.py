@@ -10,7 +10,7 @@ from recipes import registry
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="launch.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("assignments", nargs="*", metavar="key=value", help="recipe=NAME, then overrides")

@@ -1,14 +1,12 @@
 """Average the model weights of several NeMo 2 checkpoints into a new NeMo 2 checkpoint.
 
-    python -m conversion.average --run DIR --last K --out DIR
-    python -m conversion.average --run DIR --steps 200 400 --out DIR
-    python -m conversion.average --ckpts CKPT_DIR CKPT_DIR ... --out DIR
-
 --run is a training run's log dir or its checkpoints/ dir, holding NeMo's `<name>--step=N-...`
 checkpoints. The result is the element-wise mean of the model tensors (accumulated in float64,
 stored in the checkpoints' dtype); optimizer state and LR schedulers are not carried, so the
 output is for export, evaluation or as a fine-tuning start, not for resuming a run. The context/
 (model config + tokenizer) is copied from the newest checkpoint.
+
+Usage: conversion/README.md.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Import a Hugging Face causal-LM folder into a NeMo 2 checkpoint, with NeMo's own importers.
 
-    python -m conversion.hf_to_nemo --hf DIR --out DIR [--model-family auto|llama|mistral|qwen2] [--overwrite]
-
 The folder is checked before anything is written (config.json, weights, supported architecture,
 tensor shapes against the config); the checkpoint is built in a hidden sibling directory and
 renamed into place only when complete, so a failed import leaves nothing behind.
+
+Usage: conversion/README.md.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """Merge a NeMo 2 LoRA checkpoint into its base model, giving a full NeMo 2 checkpoint.
 
-    python -m conversion.merge_lora --lora CKPT_DIR --out DIR [--overwrite]
-
 NeMo's own merge (`llm.peft.merge_lora`'s steps and its LoRAMerge: W += alpha/dim * B @ A), run
 with the CPU patches of conversion._cpu, written atomically. Two differences from
 `llm.peft.merge_lora`: the model keeps the parameter dtype recorded in the checkpoint's context
 (NeMo forces bfloat16, which would round an fp32 model), and the tokenizer is staged in a private
 temporary folder instead of the shared /tmp/nemo_tokenizer. Export the result with
 `python -m conversion.nemo_to_hf`.
+
+Usage: conversion/README.md.
 """
 
 from __future__ import annotations

@@ -1,7 +1,5 @@
 """Export a NeMo 2 checkpoint (imported model or training-run checkpoint) to a Hugging Face folder.
 
-    python -m conversion.nemo_to_hf --nemo DIR --out DIR [--tokenizer DIR] [--chat-template FILE] [--overwrite]
-
 Uses NeMo's registered "hf" exporter (llm.export_ckpt -> HFLlamaExporter / HFMistralExporter /
 HFQwen2Exporter). The result has safetensors weights, config.json, generation_config.json and
 tokenizer files with the chat template inside tokenizer_config.json. It is assembled in a hidden
@@ -9,6 +7,8 @@ sibling directory and renamed into place only when complete.
 
 Tokenizer: --tokenizer DIR wins; otherwise the Hugging Face tokenizer recorded in the checkpoint's
 context (context/nemo_tokenizer for imported models). --chat-template FILE sets/replaces the template.
+
+Usage: conversion/README.md.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Weights are saved in float32: the GGUF holds Q4_1 blocks (fp16 scale and min tim
 4-bit code), one Q8_0 embedding and F32 norms. De-quantised values are fp32 products
 that bfloat16 cannot represent exactly, so float32 is the lossless dtype of this model.
 
-    python -m conversion.smollm2 [--cache DIR]
+Usage: conversion/README.md.
 """
 
 from __future__ import annotations

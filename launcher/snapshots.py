@@ -1,9 +1,6 @@
 """Committed resolved configs: recipes/snapshots/<recipe>.yaml holds every value each recipe's run
 uses (NeMo's class defaults included), so a change to a shared default shows, in the pull request
-diff, every recipe it affects.
-
-    python -m launcher.snapshots            # rewrite every snapshot
-    python -m launcher.snapshots --check    # exit 1 and name the recipes whose snapshot is stale
+diff, every recipe it affects. This module renders, checks and rewrites them (usage: README.md).
 """
 
 import argparse

@@ -1,4 +1,5 @@
-"""DPO and SimPO for any NeMo 2 `llm.GPTModel` (Llama, Mistral, Qwen2, ...): NeMo 2 ships neither.
+"""The NeMo glue of DPO and SimPO for any NeMo 2 `llm.GPTModel` (Llama, Mistral, Qwen2, ...): steps, the
+reference pre-pass and the callback that installs them. NeMo 2 ships neither.
 
 How it plugs in, without subclassing a model: `PreferenceTraining` is a Lightning callback that, at
 `setup`, gives the model (1) a data step that keeps the preference keys of the batch, (2) a forward

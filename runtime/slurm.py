@@ -1,6 +1,6 @@
-"""Slurm as a config: a fiddle `run.Config(run.SlurmExecutor, ...)` sized from the recipe, changed with
-the same `key=value` overrides as the recipe (`executor.partition=debug executor.time=00:10:00`),
-rendered (`--dryrun`) or submitted through nemo_run, alone or as a chain of dependent jobs.
+"""Slurm as a config: a fiddle `run.Config(run.SlurmExecutor, ...)` sized from the recipe, changed by
+`executor.key=value` overrides (applied by launcher/executor_overrides.py), rendered (`--dryrun`) or
+submitted through nemo_run, alone or as a chain of dependent jobs.
 
 What the job runs: nemo_run's `python -m nemo_run.core.runners.fdl_runner` on the serialized
 `runtime.entry.train` task, one srun task per device (`ntasks_per_node = trainer.devices`), in the
@@ -28,7 +28,6 @@ from pathlib import Path
 import fiddle as fdl
 import lightning.pytorch as pl
 import nemo_run as run
-import yaml
 
 from common.errors import UserError
 

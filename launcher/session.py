@@ -7,7 +7,7 @@ import fiddle as fdl
 import nemo_run as run
 
 from common.errors import UserError
-from launcher import data_files, epoch, executor_overrides, overrides, resolve, validation
+from launcher import data_files, epoch, executor_args, overrides, resolve, validation
 from recipes import registry
 from recipes.blocks import ONE_EPOCH
 from runtime import entry, executors, machine
@@ -25,7 +25,7 @@ class Prepared:
 
 
 def prepare(name: str, override_args: list[str], fit_to_machine: bool = True) -> Prepared:
-    kind, executor_args, override_args = executors.split_args(override_args)
+    kind, executor_settings, override_args = executor_args.split_args(override_args)
     config = registry.build(name)
     overrides.apply(config, override_args)
     # A Slurm job runs elsewhere: fitting the config to this (submitting) machine would be wrong there.
@@ -37,7 +37,7 @@ def prepare(name: str, override_args: list[str], fit_to_machine: bool = True) ->
     if kind == "slurm":
         from runtime import slurm
 
-        prepared.executor_config = executor_overrides.apply_overrides(slurm.executor_config(config), executor_args)
+        prepared.executor_config = executor_args.apply_overrides(slurm.executor_config(config), executor_settings)
         slurm.check_no_secrets(prepared.executor_config)
     return prepared
 
@@ -51,11 +51,11 @@ def _parent_and_leaf(config, key: str):
     return node, leaf
 
 
-def _where(entry) -> str:
-    location = entry.location
+def _where(setter) -> str:
+    location = setter.location
     if location.filename == "command line":
         return f"command line ({location.function_name})"
-    path = resolve._leaf(location.filename)
+    path = resolve.leaf(location.filename)
     return f"{path}:{location.line_number} ({location.function_name})"
 
 
@@ -70,7 +70,7 @@ def explain(prepared: Prepared, key: str) -> str:
         label = "set at" if position == 0 else "which overrode"
         lines.append(f"  {label} {_where(setter)}: {resolve.resolved(setter.new_value)!r}")
     if not setters:
-        target = resolve._name_of(fdl.get_callable(parent))
+        target = resolve.qualified_name(fdl.get_callable(parent))
         lines.append(f"  never set by a recipe: the default of {target}")
     return "\n".join(lines)
 

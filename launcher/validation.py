@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import fiddle as fdl
 
 from common.errors import UserError
+from launcher.overrides import parameter_names
 
 RULES = []
 
@@ -32,8 +33,6 @@ class UnknownConfigPath(AttributeError):
 
 
 def _field_names(node) -> set[str]:
-    from launcher.overrides import parameter_names
-
     return set(parameter_names(node)) if isinstance(node, fdl.Buildable) else set(vars(node))
 
 

@@ -10,7 +10,7 @@ from common.errors import UserError
 from launcher import data_files, epoch, executor_args, overrides, resolve, validation
 from recipes import registry
 from recipes.blocks import ONE_EPOCH
-from runtime import entry, executors, machine
+from runtime import entry, executors, machine, slurm
 
 
 @dataclass
@@ -35,8 +35,6 @@ def prepare(name: str, override_args: list[str], fit_to_machine: bool = True) ->
     validation.validate(config)
     prepared = Prepared(name, config, changes, executor=kind)
     if kind == "slurm":
-        from runtime import slurm
-
         prepared.executor_config = executor_args.apply_overrides(slurm.executor_config(config), executor_settings)
         slurm.check_no_secrets(prepared.executor_config)
     return prepared
@@ -59,11 +57,16 @@ def _where(setter) -> str:
     return f"{path}:{location.line_number} ({location.function_name})"
 
 
+def _meaning(key: str, value) -> str:
+    """What a value that is a convention rather than a number means, for --explain."""
+    return f"  ({epoch.COUNTED_AT_LAUNCH})" if key == "trainer.max_steps" and value == ONE_EPOCH else ""
+
+
 def explain(prepared: Prepared, key: str) -> str:
     """The value of `key` and every place that set it, newest first."""
     parent, leaf = _parent_and_leaf(prepared.config, key)
     value = resolve.resolved(getattr(parent, leaf)) if isinstance(parent, fdl.Buildable) else parent[int(leaf)]
-    lines = [f"{key} = {value!r}" + (f"  ({epoch.COUNTED_AT_LAUNCH})" if key == "trainer.max_steps" and value == ONE_EPOCH else "")]
+    lines = [f"{key} = {value!r}" + _meaning(key, value)]
     history = parent.__argument_history__[leaf] if isinstance(parent, fdl.Buildable) else []
     setters = [h for h in history if h.kind.name == "NEW_VALUE"]
     for position, setter in enumerate(reversed(setters)):
@@ -98,8 +101,6 @@ def _check_local_options(prepared: Prepared) -> None:
 
 def slurm_steps(prepared: Prepared) -> list:
     """(job name, task, None) per job of the chain: --jobs N splits trainer.max_steps into step targets."""
-    from runtime import slurm
-
     recipes = slurm.chain_recipes(prepared.config, prepared.jobs)
     if len(recipes) == 1:
         return [(prepared.name, task(prepared), None)]
@@ -107,8 +108,6 @@ def slurm_steps(prepared: Prepared) -> list:
 
 
 def slurm_dryrun(prepared: Prepared) -> str:
-    from runtime import slurm
-
     executor = slurm.build(prepared.executor_config)
     after = [f"<{prepared.after}>"] if prepared.after else []
     parts = [f"# recipe: {prepared.name}", resolve.to_yaml(prepared.config).rstrip()]
@@ -121,8 +120,6 @@ def slurm_dryrun(prepared: Prepared) -> str:
 
 
 def slurm_launch(prepared: Prepared) -> int:
-    from runtime import slurm
-
     after = slurm.resolve_after(prepared.after) if prepared.after else []
     executor = slurm.build(prepared.executor_config)
     experiment_id, jobs = slurm.submit(prepared.name, executor, slurm_steps(prepared), after)

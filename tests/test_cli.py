@@ -202,3 +202,18 @@ def test_bad_arguments_exit_2_with_one_error_line(argv):
     result = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and result.stderr.strip().count("\n") == 0, result.stderr
+
+
+def test_exit_policy_refusal_2_failure_after_start_1(capsys):
+    from common import cli
+    from common.errors import RunFailed, UserError
+    from conversion.errors import ConversionError, ConversionFailed
+
+    def raising(error):
+        def command():
+            raise error
+        return command
+
+    assert cli.run(raising(UserError("bad input"))) == 2 and cli.run(raising(ConversionError("refused"))) == 2
+    assert cli.run(raising(RunFailed("broke"))) == 1 and cli.run(raising(ConversionFailed("NeMo failed"))) == 1
+    assert capsys.readouterr().err.splitlines() == ["error: bad input", "error: refused", "error: broke", "error: NeMo failed"]

@@ -54,14 +54,14 @@ def run_command(argv: list[str]) -> int:
         return 0
     name, overrides = split_recipe(args.assignments)
     registry.find(name)  # an unknown name fails here, before NeMo is imported
-    from launcher import session
+    from launcher import inspection, session
 
     prepared = session.prepare(name, overrides)
     prepared.jobs, prepared.after = args.jobs, args.after
     if args.explain:
-        print(session.explain(prepared, args.explain))
+        print(inspection.explain(prepared, args.explain))
     elif args.diff:
-        print(session.diff(prepared, session.prepare(args.diff, [])))
+        print(inspection.diff(prepared, session.prepare(args.diff, [])))
     elif args.dryrun:
         print(session.dryrun(prepared))
     else:

@@ -1,9 +1,8 @@
-"""One launch from a recipe name and overrides: build, override, fit to the machine, validate, then
-explain, diff, print (dry run) or run it through a nemo_run executor."""
+"""One launch from a recipe name and overrides: build, override, fit to the machine, validate; then print
+it (dry run) or run it through a nemo_run executor. Explaining and comparing: launcher/inspection.py."""
 
 from dataclasses import dataclass, field
 
-import fiddle as fdl
 import nemo_run as run
 
 from common.errors import UserError
@@ -38,55 +37,6 @@ def prepare(name: str, override_args: list[str], fit_to_machine: bool = True) ->
         prepared.executor_config = executor_args.apply_overrides(slurm.executor_config(config), executor_settings)
         slurm.check_no_secrets(prepared.executor_config)
     return prepared
-
-
-def _parent_and_leaf(config, key: str):
-    overrides.check_key(config, key)
-    *parents, leaf = key.split(".")
-    node = config
-    for name in parents:
-        node = node[int(name)] if isinstance(node, (list, tuple)) else getattr(node, name)
-    return node, leaf
-
-
-def _where(setter) -> str:
-    location = setter.location
-    if location.filename == "command line":
-        return f"command line ({location.function_name})"
-    path = resolve.leaf(location.filename)
-    return f"{path}:{location.line_number} ({location.function_name})"
-
-
-def _meaning(key: str, value) -> str:
-    """What a value that is a convention rather than a number means, for --explain."""
-    return f"  ({epoch.COUNTED_AT_LAUNCH})" if key == "trainer.max_steps" and value == ONE_EPOCH else ""
-
-
-def explain(prepared: Prepared, key: str) -> str:
-    """The value of `key` and every place that set it, newest first."""
-    parent, leaf = _parent_and_leaf(prepared.config, key)
-    value = resolve.resolved(getattr(parent, leaf)) if isinstance(parent, fdl.Buildable) else parent[int(leaf)]
-    lines = [f"{key} = {value!r}" + _meaning(key, value)]
-    history = parent.__argument_history__[leaf] if isinstance(parent, fdl.Buildable) else []
-    setters = [h for h in history if h.kind.name == "NEW_VALUE"]
-    for position, setter in enumerate(reversed(setters)):
-        label = "set at" if position == 0 else "which overrode"
-        lines.append(f"  {label} {_where(setter)}: {resolve.resolved(setter.new_value)!r}")
-    if not setters:
-        target = resolve.qualified_name(fdl.get_callable(parent))
-        lines.append(f"  never set by a recipe: the default of {target}")
-    return "\n".join(lines)
-
-
-def diff(a: Prepared, b: Prepared) -> str:
-    left = resolve.flatten(resolve.resolved(a.config))
-    right = resolve.flatten(resolve.resolved(b.config))
-    rows = []
-    for key in sorted(left.keys() | right.keys()):
-        if left.get(key, "<absent>") != right.get(key, "<absent>"):
-            rows.append(f"{key}: {left.get(key, '<absent>')!r} -> {right.get(key, '<absent>')!r}")
-    header = f"--- {a.name}\n+++ {b.name}\n{len(rows)} fields differ"
-    return "\n".join([header, *rows])
 
 
 def task(prepared: Prepared) -> run.Partial:
@@ -160,4 +110,4 @@ def launch(prepared: Prepared) -> int:
     return 0
 
 
-__all__ = ["Prepared", "prepare", "explain", "diff", "dryrun", "launch", "UserError"]
+__all__ = ["Prepared", "prepare", "task", "dryrun", "launch"]

@@ -4,7 +4,7 @@ committed resolved-config snapshot, dry-runs without its data; and a copied reci
 import pytest
 
 from common.errors import UserError
-from launcher import copying, epoch, resolve, session, snapshots
+from launcher import copying, epoch, inspection, resolve, session, snapshots
 from recipes import registry
 
 ALL_RECIPES = sorted(registry.discover())
@@ -65,7 +65,7 @@ def test_every_recipe_dry_runs_as_shipped_without_its_data(nemo):
         assert "# launch command:" in session.dryrun(session.prepare(name, [])), name
     dryrun = session.dryrun(session.prepare("llama31_70b_pretrain", []))
     assert f"#   {epoch.COUNTED_AT_LAUNCH} (the data is not on this machine)" in dryrun
-    explained = session.explain(session.prepare("llama31_70b_pretrain", []), "trainer.max_steps")
+    explained = inspection.explain(session.prepare("llama31_70b_pretrain", []), "trainer.max_steps")
     assert explained.splitlines()[0] == f"trainer.max_steps = -1  ({epoch.COUNTED_AT_LAUNCH})"
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from lightning.pytorch.callbacks import Callback
 
 from conversion.average import average_checkpoints, log, select_checkpoints
-from conversion.hf_to_nemo import ConversionError
+from conversion.errors import ConversionError
 
 AVERAGED_DIR = "averaged"
 REPO_ROOT = Path(__file__).resolve().parents[1]

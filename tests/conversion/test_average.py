@@ -17,7 +17,7 @@ from conversion.average import (
     select_checkpoints,
     single_process_megatron,
 )
-from conversion.hf_to_nemo import ConversionError
+from conversion.errors import ConversionError
 
 
 def linked_checkpoint(source: Path, dest: Path) -> Path:

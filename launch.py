@@ -4,7 +4,7 @@
 import argparse
 import sys
 
-from common import cli, third_party_noise
+from common import cli
 from common.errors import UserError
 from recipes import registry
 
@@ -20,7 +20,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--diff", metavar="RECIPE", help="compare the resolved config with another recipe")
     parser.add_argument("--jobs", type=int, default=1, metavar="N", help="executor=slurm: a chain of N dependent jobs (afterany), each resuming from the last checkpoint")
     parser.add_argument("--after", metavar="ID", help="executor=slurm: start after this Slurm job id or nemo_run experiment id")
-    parser.add_argument("--verbose", action="store_true", help="also show third-party warnings (NeMo, megatron-core)")
     return parser.parse_args(argv)
 
 
@@ -47,8 +46,6 @@ def run_command(argv: list[str]) -> int:
 
         return copying.main(argv[1:])
     args = parse_args(argv)
-    if not args.verbose:
-        third_party_noise.silence()
     if args.list:
         print_recipe_table()
         return 0

@@ -1,10 +1,12 @@
-"""The exit policy of every command-line entry: bad input or a refusal exits 2, a failure after work
-started exits 1, each with one `error:` line on stderr and no stack trace."""
+"""How every command-line entry ends and what it prints: bad input or a refusal exits 2, a failure after
+work started exits 1, each with one `error:` line on stderr and no stack trace; third-party warnings
+only with --verbose."""
 
 import argparse
 import sys
 from typing import Callable
 
+from common import third_party_noise
 from common.errors import RunFailed, UserError
 
 EXIT_USAGE = 2
@@ -24,7 +26,18 @@ def run(command: Callable[[], int | None]) -> int:
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose mistakes follow the exit policy: one `error:` line and exit 2, not usage + message."""
+    """argparse for our commands: mistakes follow the exit policy (one `error:` line and exit 2, not usage +
+    message), and third-party warnings stay out of the output unless `--verbose` asks for them."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_argument("--verbose", action="store_true", help="also show third-party warnings (NeMo, megatron-core)")
+
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        if not parsed.verbose:
+            third_party_noise.silence()  # before the command imports NeMo
+        return parsed
 
     def error(self, message: str):
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)

@@ -2,6 +2,7 @@
 (deprecations inside NeMo and megatron-core, optional NeMo modules we do not use, Transformer
 Engine being absent on a CPU machine). Named one by one, so anything else, errors above all, still shows."""
 
+import functools
 import logging
 import warnings
 
@@ -34,6 +35,7 @@ class _DropWarnings(logging.Filter):
         return not any(part in text for part in self.parts)
 
 
+@functools.cache  # installed once per process, however many commands parse arguments
 def silence() -> None:
     """Installs the filters; call before NeMo or megatron-core is imported."""
     for category, start in WARNINGS:

@@ -1,27 +1,16 @@
-"""One launcher for every recipe.
-
-    python launch.py --list
-    python launch.py recipe=NAME [key.path=value ...] [--dryrun] [--explain KEY] [--diff OTHER]
-    python launch.py copy SOURCE_RECIPE NEW_RECIPE
-    python launch.py recipe=NAME executor=slurm [executor.key=value ...] [--jobs N] [--after ID] [--dryrun]
-
-Overrides address the recipe's fiddle config (`trainer.max_steps=100`, `data.micro_batch_size=2`,
-`trainer.strategy.tensor_model_parallel_size=2`); they are type-checked, and the whole config is
-validated before anything expensive starts.
-"""
+"""The one command-line entry: lists, copies, explains, compares, dry-runs and launches recipes
+(usage: README.md, "Launching")."""
 
 import argparse
 import sys
 
+from common import cli
+from common.errors import UserError
 from recipes import registry
-from recipes.errors import RunFailed, UserError
-
-EXIT_USAGE = 2
-EXIT_RUN_FAILED = 1
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="launch.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("assignments", nargs="*", metavar="key=value", help="recipe=NAME, then overrides")
@@ -47,25 +36,13 @@ def print_recipe_table() -> None:
 def split_recipe(assignments: list[str]) -> tuple[str, list[str]]:
     names = [a.partition("=")[2] for a in assignments if a.startswith("recipe=")]
     if len(names) != 1:
-        raise registry.UsageError("name exactly one recipe: python launch.py recipe=NAME [key=value ...]")
+        raise UserError("name exactly one recipe: python launch.py recipe=NAME [key=value ...]")
     return names[0], [a for a in assignments if not a.startswith("recipe=")]
-
-
-def main(argv: list[str]) -> int:
-    """Runs the command; a mistake in what was asked prints one clear message and returns 2."""
-    try:
-        return run_command(argv)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except RunFailed as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_RUN_FAILED
 
 
 def run_command(argv: list[str]) -> int:
     if argv[:1] == ["copy"]:
-        from recipes import copying
+        from launcher import copying
 
         return copying.main(argv[1:])
     args = parse_args(argv)
@@ -74,19 +51,23 @@ def run_command(argv: list[str]) -> int:
         return 0
     name, overrides = split_recipe(args.assignments)
     registry.find(name)  # an unknown name fails here, before NeMo is imported
-    from recipes import session
+    from launcher import inspection, session
 
     prepared = session.prepare(name, overrides)
     prepared.jobs, prepared.after = args.jobs, args.after
     if args.explain:
-        print(session.explain(prepared, args.explain))
+        print(inspection.explain(prepared, args.explain))
     elif args.diff:
-        print(session.diff(prepared, session.prepare(args.diff, [])))
+        print(inspection.diff(prepared, session.prepare(args.diff, [])))
     elif args.dryrun:
         print(session.dryrun(prepared))
     else:
         return session.launch(prepared)
     return 0
+
+
+def main(argv: list[str]) -> int:
+    return cli.run(lambda: run_command(argv))
 
 
 if __name__ == "__main__":

@@ -68,7 +68,8 @@ def micro_batches(records: list[dict], layout: str, pairs_per_micro_batch: int, 
 def one_pass(model, batches: list[dict], device: str) -> float:
     import torch
 
-    from training.preference import HOST_KEYS, DPOLoss, PreferenceLossReduction, model_inputs
+    from training.preference_losses import DPOLoss
+    from training.preference_steps import HOST_KEYS, PreferenceLossReduction, model_inputs
 
     reduction = PreferenceLossReduction(DPOLoss())
     if device == "cuda":

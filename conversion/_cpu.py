@@ -44,7 +44,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-from models.catalog import NO_TE_FUSIONS as CUDA_ONLY_FUSIONS
+from common.transformer_engine import CUDA_ONLY_FUSIONS
 
 
 

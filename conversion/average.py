@@ -1,32 +1,28 @@
 """Average the model weights of several NeMo 2 checkpoints into a new NeMo 2 checkpoint.
 
-    python -m conversion.average --run DIR --last K --out DIR
-    python -m conversion.average --run DIR --steps 200 400 --out DIR
-    python -m conversion.average --ckpts CKPT_DIR CKPT_DIR ... --out DIR
-
 --run is a training run's log dir or its checkpoints/ dir, holding NeMo's `<name>--step=N-...`
 checkpoints. The result is the element-wise mean of the model tensors (accumulated in float64,
 stored in the checkpoints' dtype); optimizer state and LR schedulers are not carried, so the
 output is for export, evaluation or as a fine-tuning start, not for resuming a run. The context/
 (model config + tokenizer) is copied from the newest checkpoint.
+
+Usage: conversion/README.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import re
 import shutil
 import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
 
-from lightning.pytorch.callbacks import Callback
-
-from conversion.hf_to_nemo import ConversionError, publish, report
+from common import cli
+from conversion.errors import ConversionError, ConversionFailed
+from conversion.hf_to_nemo import publish, report
 from conversion.nemo_to_hf import find_checkpoint_dir, is_checkpoint_dir
 
 STEP_PATTERN = re.compile(r"step=(\d+)")
@@ -185,7 +181,7 @@ def average_checkpoints(ckpt_dirs: list[Path | str], out_dir: Path | str, overwr
         try:
             averaged = mean_state(model, ckpt_dirs)
         except Exception as error:
-            raise ConversionError(f"checkpoints do not share the model in {newest.name}/context: {error}") from error
+            raise ConversionFailed(f"checkpoints do not share the model in {newest.name}/context: {error}") from error
         model.load_state_dict(averaged, strict=False)
         staged = Path(staging) / "checkpoint"
         log(f"saving {len(averaged)} averaged tensors")
@@ -195,55 +191,8 @@ def average_checkpoints(ckpt_dirs: list[Path | str], out_dir: Path | str, overwr
     return out_dir
 
 
-# ---------------------------------------------------------------- as a recipe option, at the end of training
-
-AVERAGED_DIR = "averaged"
-
-
-class AverageLastCheckpoints(Callback):
-    """Recipe option: `recipe.trainer.callbacks.append(run.Config(AverageLastCheckpoints, last=K))`.
-
-    Does nothing during training. When llm.pretrain / llm.finetune returns, runtime.entry.train calls
-    `average_after_training`, which averages the run's last K checkpoints into `<log_dir>/<name>/averaged`
-    (beside checkpoints/). K must not exceed `log.ckpt.save_top_k`, the checkpoints the run keeps.
-    """
-
-    def __init__(self, last: int = 2):
-        super().__init__()
-        if last < 1:
-            raise ValueError(f"AverageLastCheckpoints(last={last}): average at least 1 checkpoint")
-        self.last = last
-
-
-def average_run(run_dir: Path | str, last: int, out_dir: Path | str | None = None) -> Path:
-    """The last `last` checkpoints of a run dir (`<log_dir>/<name>`) averaged into `<run_dir>/averaged`."""
-    run_dir = Path(run_dir)
-    ckpts = select_checkpoints(run_dir, last=last)
-    if any((c / "weights" / "adapter_metadata.json").is_file() for c in ckpts):
-        raise ConversionError(f"{run_dir} holds LoRA adapter checkpoints: merge them (conversion.merge_lora) before averaging")
-    return average_checkpoints(ckpts, out_dir or run_dir / AVERAGED_DIR, overwrite=True)
-
-
-def average_after_training(trainer) -> Path | None:
-    """runtime.entry.train's hook: runs AverageLastCheckpoints if the recipe's trainer has one (global rank 0)."""
-    option = next((c for c in getattr(trainer, "callbacks", []) if isinstance(c, AverageLastCheckpoints)), None)
-    if option is None or trainer.global_rank != 0 or trainer.checkpoint_callback is None:
-        return None
-    run_dir = Path(trainer.checkpoint_callback.dirpath).parent
-    log(f"recipe option AverageLastCheckpoints(last={option.last}) for {run_dir}")
-    if trainer.world_size == 1:
-        return average_run(run_dir, option.last)
-    # Other ranks have left; a fresh process sees no leftover model-parallel state of the run.
-    import subprocess
-
-    out = run_dir / AVERAGED_DIR
-    command = [sys.executable, "-m", "conversion.average", "--run", str(run_dir), "--last", str(option.last)]
-    subprocess.run([*command, "--out", str(out), "--overwrite"], check=True, cwd=Path(__file__).resolve().parents[1])
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Average model weights of NeMo 2 checkpoints.")
+    parser = cli.ArgumentParser(description="Average model weights of NeMo 2 checkpoints.")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", type=Path, help="training log dir or its checkpoints/ dir")
     source.add_argument("--ckpts", type=Path, nargs="+", help="explicit checkpoint dirs")

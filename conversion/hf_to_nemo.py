@@ -1,21 +1,22 @@
 """Import a Hugging Face causal-LM folder into a NeMo 2 checkpoint, with NeMo's own importers.
 
-    python -m conversion.hf_to_nemo --hf DIR --out DIR [--model-family auto|llama|mistral|qwen2] [--overwrite]
-
 The folder is checked before anything is written (config.json, weights, supported architecture,
 tensor shapes against the config); the checkpoint is built in a hidden sibling directory and
 renamed into place only when complete, so a failed import leaves nothing behind.
+
+Usage: conversion/README.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import cli
+from conversion.errors import ConversionError, ConversionFailed
 
 ARCHITECTURE_FAMILIES = {
     "LlamaForCausalLM": "llama",
@@ -29,17 +30,8 @@ TORCH_INDEX = "pytorch_model.bin.index.json"
 
 
 def report(convert) -> int:
-    """A conversion command's ending: the output path on stdout, or one `error:` line and exit 2."""
-    try:
-        print(convert())
-    except ConversionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-class ConversionError(Exception):
-    """A refusal or failure with a message meant for the user; nothing was written."""
+    """A conversion command's ending: the output path on stdout, or one `error:` line (common.cli's exit policy)."""
+    return cli.run(lambda: print(convert()))
 
 
 def log(message: str) -> None:
@@ -180,7 +172,7 @@ def importer_for(family: str, hf_dir: Path, tokenizer_scratch: Path):
 def require_complete_checkpoint(ckpt_dir: Path) -> None:
     for part in ("weights", "context", "context/io.json"):
         if not (ckpt_dir / part).exists():
-            raise ConversionError(f"NeMo import produced no {part} in {ckpt_dir}")
+            raise ConversionFailed(f"NeMo import produced no {part} in {ckpt_dir}")
 
 
 def validate_hf_folder(hf_dir: Path, family: str = "auto") -> str:
@@ -214,7 +206,7 @@ def import_hf(hf_dir: Path | str, out_dir: Path | str, family: str = "auto", ove
             try:
                 importer(output_path=staged)
             except Exception as error:
-                raise ConversionError(f"NeMo import of {hf_dir} failed: {type(error).__name__}: {error}") from error
+                raise ConversionFailed(f"NeMo import of {hf_dir} failed: {type(error).__name__}: {error}") from error
         require_complete_checkpoint(staged)
         publish(staged, out_dir)
     log(f"wrote {out_dir} in {time.perf_counter() - started:.0f}s")
@@ -231,7 +223,7 @@ def publish(staged: Path, out_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Import a Hugging Face model folder into a NeMo 2 checkpoint.")
+    parser = cli.ArgumentParser(description="Import a Hugging Face model folder into a NeMo 2 checkpoint.")
     parser.add_argument("--hf", required=True, type=Path, help="Hugging Face model folder (config.json + weights)")
     parser.add_argument("--out", required=True, type=Path, help="NeMo 2 checkpoint directory to create")
     parser.add_argument("--model-family", default="auto", choices=["auto", *FAMILY_MODEL_CLASSES])

@@ -1,24 +1,25 @@
 """Merge a NeMo 2 LoRA checkpoint into its base model, giving a full NeMo 2 checkpoint.
 
-    python -m conversion.merge_lora --lora CKPT_DIR --out DIR [--overwrite]
-
 NeMo's own merge (`llm.peft.merge_lora`'s steps and its LoRAMerge: W += alpha/dim * B @ A), run
 with the CPU patches of conversion._cpu, written atomically. Two differences from
 `llm.peft.merge_lora`: the model keeps the parameter dtype recorded in the checkpoint's context
 (NeMo forces bfloat16, which would round an fp32 model), and the tokenizer is staged in a private
 temporary folder instead of the shared /tmp/nemo_tokenizer. Export the result with
 `python -m conversion.nemo_to_hf`.
+
+Usage: conversion/README.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
 from pathlib import Path
 
-from conversion.hf_to_nemo import ConversionError, publish, refuse_existing_output, report
+from common import cli
+from conversion.errors import ConversionError, ConversionFailed
+from conversion.hf_to_nemo import publish, refuse_existing_output, report
 from conversion.nemo_to_hf import find_checkpoint_dir
 
 ADAPTER_METADATA = "adapter_metadata.json"  # nemo.lightning.ckpt_utils.ADAPTER_META_FILENAME
@@ -101,16 +102,16 @@ def merge_lora(lora_dir: Path | str, out_dir: Path | str, overwrite: bool = Fals
                 dtype = _merge_keeping_dtype(lora_ckpt, staged, Path(scratch) / "nemo_tokenizer")
             log(f"merged in {dtype}")
         except Exception as error:
-            raise ConversionError(f"NeMo merge_lora failed: {type(error).__name__}: {error}") from error
+            raise ConversionFailed(f"NeMo merge_lora failed: {type(error).__name__}: {error}") from error
         if not (staged / "weights").is_dir() or not (staged / "context" / "io.json").is_file():
-            raise ConversionError(f"merge_lora wrote an incomplete checkpoint in {staged}")
+            raise ConversionFailed(f"merge_lora wrote an incomplete checkpoint in {staged}")
         publish(staged, out_dir)
     log(f"wrote {out_dir} in {time.perf_counter() - started:.0f}s")
     return out_dir
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Merge a NeMo 2 LoRA checkpoint into its base model.")
+    parser = cli.ArgumentParser(description="Merge a NeMo 2 LoRA checkpoint into its base model.")
     parser.add_argument("--lora", required=True, type=Path, help="LoRA checkpoint dir (weights/ + context/)")
     parser.add_argument("--out", required=True, type=Path, help="merged NeMo 2 checkpoint dir")
     parser.add_argument("--overwrite", action="store_true")

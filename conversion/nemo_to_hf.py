@@ -1,7 +1,5 @@
 """Export a NeMo 2 checkpoint (imported model or training-run checkpoint) to a Hugging Face folder.
 
-    python -m conversion.nemo_to_hf --nemo DIR --out DIR [--tokenizer DIR] [--chat-template FILE] [--overwrite]
-
 Uses NeMo's registered "hf" exporter (llm.export_ckpt -> HFLlamaExporter / HFMistralExporter /
 HFQwen2Exporter). The result has safetensors weights, config.json, generation_config.json and
 tokenizer files with the chat template inside tokenizer_config.json. It is assembled in a hidden
@@ -9,18 +7,20 @@ sibling directory and renamed into place only when complete.
 
 Tokenizer: --tokenizer DIR wins; otherwise the Hugging Face tokenizer recorded in the checkpoint's
 context (context/nemo_tokenizer for imported models). --chat-template FILE sets/replaces the template.
+
+Usage: conversion/README.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
+from common import cli
+from conversion.errors import ConversionError, ConversionFailed
 from conversion.hf_to_nemo import (
     FAMILY_MODEL_CLASSES,
-    ConversionError,
     publish,
     refuse_existing_output,
     refuse_shape_mismatches,
@@ -145,7 +145,7 @@ def run_nemo_exporter(ckpt_dir: Path, staged: Path) -> None:
         mismatch = first_line_mentioning("mismatch", str(error))
         if mismatch:
             raise ConversionError(f"shape mismatch between {ckpt_dir}/context and its weights: {mismatch}") from error
-        raise ConversionError(f"NeMo export of {ckpt_dir} failed: {type(error).__name__}: {error}") from error
+        raise ConversionFailed(f"NeMo export of {ckpt_dir} failed: {type(error).__name__}: {error}") from error
 
 
 def write_tokenizer(tokenizer, hf_dir: Path) -> None:
@@ -185,7 +185,7 @@ def require_loadable_hf_folder(hf_dir: Path) -> None:
 
     shards = safetensors_files(hf_dir)
     if not shards:
-        raise ConversionError(f"NeMo's exporter wrote no safetensors weights in {hf_dir}")
+        raise ConversionFailed(f"NeMo's exporter wrote no safetensors weights in {hf_dir}")
     AutoConfig.from_pretrained(hf_dir)
     AutoTokenizer.from_pretrained(hf_dir)
     refuse_shape_mismatches(hf_dir, shards)
@@ -229,7 +229,7 @@ def export_nemo(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Export a NeMo 2 checkpoint to a Hugging Face model folder.")
+    parser = cli.ArgumentParser(description="Export a NeMo 2 checkpoint to a Hugging Face model folder.")
     parser.add_argument("--nemo", required=True, type=Path, help="NeMo 2 checkpoint dir (has weights/ and context/)")
     parser.add_argument("--out", required=True, type=Path, help="Hugging Face folder to create")
     parser.add_argument("--tokenizer", type=Path, help="HF tokenizer folder (default: the one in the checkpoint context)")

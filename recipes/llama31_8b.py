@@ -2,7 +2,7 @@
 
 import nemo_run as run
 
-from recipes import algorithms, preference
+from recipes import algorithms, preference_algorithms
 from recipes.registry import recipe
 
 MODEL = "llama31_8b"
@@ -57,7 +57,7 @@ def llama31_8b_dpo() -> run.Partial:
 
         python launch.py recipe=llama31_8b_dpo data.paths=[/data/pairs.jsonl]
     """
-    recipe = preference.dpo(MODEL)
+    recipe = preference_algorithms.dpo(MODEL)
     recipe.trainer.strategy.tensor_model_parallel_size = 2
     recipe.trainer.strategy.sequence_parallel = True
     return recipe
@@ -73,7 +73,7 @@ def llama31_8b_dpo_lora() -> run.Partial:
 
         python launch.py recipe=llama31_8b_dpo_lora data.paths=[/data/pairs.jsonl]
     """
-    recipe = preference.dpo(MODEL, lora=True)
+    recipe = preference_algorithms.dpo(MODEL, lora=True)
     return recipe
 
 
@@ -89,8 +89,8 @@ def llama31_8b_simpo() -> run.Partial:
 
         python launch.py recipe=llama31_8b_simpo data.paths=[/data/pairs.jsonl]
     """
-    beta, gamma = preference.SIMPO_SETTINGS["llama3_base"]
-    recipe = preference.simpo(MODEL, beta=beta, gamma=gamma, lr=6e-7)
+    beta, gamma = preference_algorithms.SIMPO_SETTINGS["llama3_base"]
+    recipe = preference_algorithms.simpo(MODEL, beta=beta, gamma=gamma, lr=6e-7)
     recipe.trainer.strategy.tensor_model_parallel_size = 2
     recipe.trainer.strategy.sequence_parallel = True
     return recipe
@@ -106,6 +106,6 @@ def llama31_8b_simpo_lora() -> run.Partial:
 
         python launch.py recipe=llama31_8b_simpo_lora data.paths=[/data/pairs.jsonl]
     """
-    beta, gamma = preference.SIMPO_SETTINGS["llama3_base"]
-    recipe = preference.simpo(MODEL, lora=True, beta=beta, gamma=gamma, lr=6e-6)
+    beta, gamma = preference_algorithms.SIMPO_SETTINGS["llama3_base"]
+    recipe = preference_algorithms.simpo(MODEL, lora=True, beta=beta, gamma=gamma, lr=6e-6)
     return recipe

@@ -2,7 +2,7 @@
 
 import nemo_run as run
 
-from recipes import algorithms, preference
+from recipes import algorithms, preference_algorithms
 from recipes.registry import recipe
 
 MODEL = "llama32_3b"
@@ -56,7 +56,7 @@ def llama32_3b_dpo() -> run.Partial:
 
         python launch.py recipe=llama32_3b_dpo data.paths=[/data/pairs.jsonl]
     """
-    recipe = preference.dpo(MODEL)
+    recipe = preference_algorithms.dpo(MODEL)
     recipe.model.config.recompute_granularity = "selective"
     return recipe
 
@@ -71,7 +71,7 @@ def llama32_3b_dpo_lora() -> run.Partial:
 
         python launch.py recipe=llama32_3b_dpo_lora data.paths=[/data/pairs.jsonl]
     """
-    recipe = preference.dpo(MODEL, lora=True)
+    recipe = preference_algorithms.dpo(MODEL, lora=True)
     return recipe
 
 
@@ -88,8 +88,8 @@ def llama32_3b_simpo() -> run.Partial:
 
         python launch.py recipe=llama32_3b_simpo data.paths=[/data/pairs.jsonl]
     """
-    beta, gamma = preference.SIMPO_SETTINGS["llama3_base"]
-    recipe = preference.simpo(MODEL, beta=beta, gamma=gamma, lr=6e-7)
+    beta, gamma = preference_algorithms.SIMPO_SETTINGS["llama3_base"]
+    recipe = preference_algorithms.simpo(MODEL, beta=beta, gamma=gamma, lr=6e-7)
     recipe.model.config.recompute_granularity = "selective"
     return recipe
 
@@ -104,6 +104,6 @@ def llama32_3b_simpo_lora() -> run.Partial:
 
         python launch.py recipe=llama32_3b_simpo_lora data.paths=[/data/pairs.jsonl]
     """
-    beta, gamma = preference.SIMPO_SETTINGS["llama3_base"]
-    recipe = preference.simpo(MODEL, lora=True, beta=beta, gamma=gamma, lr=6e-6)
+    beta, gamma = preference_algorithms.SIMPO_SETTINGS["llama3_base"]
+    recipe = preference_algorithms.simpo(MODEL, lora=True, beta=beta, gamma=gamma, lr=6e-6)
     return recipe

@@ -2,7 +2,7 @@
 
 import nemo_run as run
 
-from recipes import algorithms, preference
+from recipes import algorithms, preference_algorithms
 from recipes.registry import recipe
 
 MODEL = "mistral_7b"
@@ -58,7 +58,7 @@ def mistral_7b_dpo() -> run.Partial:
 
         python launch.py recipe=mistral_7b_dpo data.paths=[/data/pairs.jsonl]
     """
-    recipe = preference.dpo(MODEL)
+    recipe = preference_algorithms.dpo(MODEL)
     recipe.trainer.strategy.tensor_model_parallel_size = 2
     recipe.trainer.strategy.sequence_parallel = True
     return recipe
@@ -74,7 +74,7 @@ def mistral_7b_dpo_lora() -> run.Partial:
 
         python launch.py recipe=mistral_7b_dpo_lora data.paths=[/data/pairs.jsonl]
     """
-    recipe = preference.dpo(MODEL, lora=True)
+    recipe = preference_algorithms.dpo(MODEL, lora=True)
     return recipe
 
 
@@ -89,8 +89,8 @@ def mistral_7b_simpo() -> run.Partial:
 
         python launch.py recipe=mistral_7b_simpo data.paths=[/data/pairs.jsonl]
     """
-    beta, gamma = preference.SIMPO_SETTINGS["mistral_base"]
-    recipe = preference.simpo(MODEL, beta=beta, gamma=gamma, lr=3e-7)
+    beta, gamma = preference_algorithms.SIMPO_SETTINGS["mistral_base"]
+    recipe = preference_algorithms.simpo(MODEL, beta=beta, gamma=gamma, lr=3e-7)
     recipe.trainer.strategy.tensor_model_parallel_size = 2
     recipe.trainer.strategy.sequence_parallel = True
     return recipe
@@ -106,6 +106,6 @@ def mistral_7b_simpo_lora() -> run.Partial:
 
         python launch.py recipe=mistral_7b_simpo_lora data.paths=[/data/pairs.jsonl]
     """
-    beta, gamma = preference.SIMPO_SETTINGS["mistral_base"]
-    recipe = preference.simpo(MODEL, lora=True, beta=beta, gamma=gamma, lr=3e-6)
+    beta, gamma = preference_algorithms.SIMPO_SETTINGS["mistral_base"]
+    recipe = preference_algorithms.simpo(MODEL, lora=True, beta=beta, gamma=gamma, lr=3e-6)
     return recipe

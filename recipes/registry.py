@@ -1,18 +1,21 @@
-"""Finds recipes by name: every function decorated with `@recipe` in a module of recipes/.
-
-Discovery reads the source files rather than importing them, so listing recipes costs no NeMo
-import; building one imports only its module. A recipe named `<model>_<algorithm>` says both.
+"""The recipe registry: the `@recipe` decorator, and discovery of every decorated function in the
+recipe folders by reading their source (listing recipes costs no NeMo import; building one imports
+only its module). A recipe named `<model>_<algorithm>` says both.
 """
 
 import ast
 import difflib
 import importlib
+import importlib.util
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from recipes.errors import UserError
+from common.errors import UserError
 
 RECIPES_DIR = Path(__file__).resolve().parent
+# Folders whose recipes are discovered, in order (tests add a temporary one for copies).
+SEARCH_PATH = [RECIPES_DIR]
 ALGORITHMS = ("pretrain", "sft", "lora", "dpo", "dpo_lora", "simpo", "simpo_lora")
 
 
@@ -43,8 +46,6 @@ class RecipeInfo:
         return self.name[: -len(self.algorithm) - 1]
 
 
-class UsageError(UserError):
-    pass
 
 
 class UnknownRecipe(UserError):
@@ -54,7 +55,7 @@ class UnknownRecipe(UserError):
         super().__init__(f"unknown recipe '{name}'{hint} (`python launch.py --list` shows all {len(known)})")
 
 
-def _is_recipe_decorator(node: ast.expr) -> bool:
+def is_recipe_decorator(node: ast.expr) -> bool:
     return (isinstance(node, ast.Name) and node.id == "recipe") or (
         isinstance(node, ast.Attribute) and node.attr == "recipe"
     )
@@ -64,14 +65,14 @@ def _recipes_in(path: Path) -> list[RecipeInfo]:
     tree = ast.parse(path.read_text(), filename=str(path))
     found = []
     for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and any(map(_is_recipe_decorator, node.decorator_list)):
+        if isinstance(node, ast.FunctionDef) and any(map(is_recipe_decorator, node.decorator_list)):
             found.append(RecipeInfo(node.name, f"recipes.{path.stem}", path, node.lineno, ast.get_docstring(node) or ""))
     return found
 
 
 def discover() -> dict[str, RecipeInfo]:
     recipes = {}
-    for path in sorted(RECIPES_DIR.glob("*.py")):
+    for path in [p for folder in SEARCH_PATH for p in sorted(Path(folder).glob("*.py"))]:
         if "@recipe" not in path.read_text():
             continue
         for info in _recipes_in(path):
@@ -93,4 +94,15 @@ def find(name: str) -> RecipeInfo:
 def build(name: str):
     """The recipe's fresh nemo_run.Partial."""
     info = find(name)
-    return getattr(importlib.import_module(info.module), name)()
+    return getattr(_module_of(info), name)()
+
+
+def _module_of(info: RecipeInfo):
+    """The recipe's module: imported from the recipes package, or loaded from its file in another folder."""
+    if info.path.parent == RECIPES_DIR or info.module in sys.modules:
+        return importlib.import_module(info.module)
+    spec = importlib.util.spec_from_file_location(info.module, info.path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[info.module] = module
+    spec.loader.exec_module(module)
+    return module

@@ -16,11 +16,11 @@ import nemo_run as run
 from nemo import lightning as nl
 from nemo.collections.common.tokenizers.huggingface.auto_tokenizer import AutoTokenizer
 
-from conversion.average import AverageLastCheckpoints
+from common.errors import UserError
 from models.catalog import MODELS, REPO_ROOT
 from recipes import algorithms, blocks
-from recipes.errors import UserError
 from recipes.registry import recipe
+from training.checkpoint_averaging import AverageLastCheckpoints
 
 MODEL = "smollm2_135m"
 IMPORTED_CHECKPOINT = REPO_ROOT / ".cache" / "smollm2-135m-instruct-nemo"

@@ -10,7 +10,7 @@ and exports back with `python -m conversion.nemo_to_hf --nemo results/smollm2_13
 import nemo_run as run
 
 from models.catalog import REPO_ROOT
-from recipes import blocks, preference
+from recipes import blocks, preference_algorithms
 from recipes.registry import recipe
 from recipes.smollm2_135m import IMPORTED_CHECKPOINT, imported_checkpoint
 
@@ -29,7 +29,7 @@ def smollm2_135m_dpo() -> run.Partial:
         python launch.py recipe=smollm2_135m_dpo
         python launch.py recipe=smollm2_135m_dpo data.paths.0=my_pairs.jsonl trainer.max_steps=100
     """
-    recipe = preference.dpo(MODEL, seq_length=128, global_batch_size=8, paths=[PAIRS], max_steps=12, lr=1e-5)
+    recipe = preference_algorithms.dpo(MODEL, seq_length=128, global_batch_size=8, paths=[PAIRS], max_steps=12, lr=1e-5)
     blocks.on_cpu(recipe)
     recipe.resume.restore_config = run.Config(imported_checkpoint, path=str(IMPORTED_CHECKPOINT))
     recipe.data.micro_batch_size = 8  # 4 pairs

@@ -3,7 +3,7 @@
 import nemo_run as run
 
 from models.catalog import REPO_ROOT
-from recipes import blocks, preference
+from recipes import blocks, preference_algorithms
 from recipes.registry import recipe
 
 PAIRS = str(REPO_ROOT / "data" / "sft_examples" / "preference_pairs.jsonl")
@@ -29,7 +29,7 @@ def tiny_llama_dpo() -> run.Partial:
 
         python launch.py recipe=tiny_llama_dpo
     """
-    recipe = preference.dpo("tiny_llama", seq_length=128, global_batch_size=16, paths=[PAIRS], max_steps=30, lr=2e-3)
+    recipe = preference_algorithms.dpo("tiny_llama", seq_length=128, global_batch_size=16, paths=[PAIRS], max_steps=30, lr=2e-3)
     recipe.optim.lr_scheduler.warmup_steps = 3
     return _tiny(recipe)
 
@@ -40,7 +40,7 @@ def tiny_llama_dpo_lora() -> run.Partial:
 
         python launch.py recipe=tiny_llama_dpo_lora
     """
-    recipe = preference.dpo(
+    recipe = preference_algorithms.dpo(
         "tiny_llama", lora=True, seq_length=128, global_batch_size=16, paths=[PAIRS], max_steps=30, lr=1e-2,
         lora_rank=8, lora_alpha=16,
     )
@@ -54,6 +54,6 @@ def tiny_llama_simpo() -> run.Partial:
 
         python launch.py recipe=tiny_llama_simpo
     """
-    recipe = preference.simpo("tiny_llama", seq_length=128, global_batch_size=16, paths=[PAIRS], max_steps=30, lr=2e-3)
+    recipe = preference_algorithms.simpo("tiny_llama", seq_length=128, global_batch_size=16, paths=[PAIRS], max_steps=30, lr=2e-3)
     recipe.optim.lr_scheduler.warmup_steps = 3
     return _tiny(recipe)

@@ -128,7 +128,7 @@ def _redirect_cuda_literals():
     for step in ("training_step", "optimizer_step", "validation_step", "test_step", "predict_step"):
         setattr(strategies.MegatronStrategy, step, _on_cpu(getattr(strategies.MegatronStrategy, step)))
 
-    # Called outside the strategy's steps too (training.preference's reference pre-pass).
+    # Called outside the strategy's steps too (training.preference_steps' reference pre-pass).
     schedules = importlib.import_module("megatron.core.pipeline_parallel.schedules")
     for schedule in ("forward_backward_no_pipelining", "forward_backward_pipelining_without_interleaving",
                      "forward_backward_pipelining_with_interleaving"):

@@ -13,9 +13,8 @@ def train(recipe):
 
 
 def _after_training(recipe) -> None:
-    """Recipe options that act on the finished run (conversion.average.AverageLastCheckpoints)."""
+    """Callbacks that act on the finished run (e.g. training.checkpoint_averaging) define `after_training(trainer)`."""
     trainer = getattr(recipe, "keywords", {}).get("trainer")
-    if trainer is not None and any(type(c).__name__ == "AverageLastCheckpoints" for c in trainer.callbacks):
-        from conversion import average
-
-        average.average_after_training(trainer)
+    for callback in trainer.callbacks if trainer is not None else []:
+        if callable(getattr(callback, "after_training", None)):
+            callback.after_training(trainer)

@@ -1,13 +1,12 @@
 """Fits a recipe to the machine it launches on, visibly: each change lands in fiddle's history,
 so `--explain` and `--dryrun` show it as set here."""
 
-from models.catalog import NO_TE_FUSIONS
-from recipes.validation import has_transformer_engine
+from common import transformer_engine
 
 
 def adapt(recipe) -> list[str]:
     """Returns a line per change made."""
-    if has_transformer_engine():
+    if transformer_engine.is_installed():
         return []
     changes = []
     # Without TE, megatron-core uses its local layer spec: it needs explicit attention masks and
@@ -15,7 +14,7 @@ def adapt(recipe) -> list[str]:
     if hasattr(recipe.data, "create_attention_mask") and not recipe.data.create_attention_mask:
         recipe.data.create_attention_mask = True
         changes.append("data.create_attention_mask=True (no Transformer Engine: the local attention needs masks)")
-    for flag, off in NO_TE_FUSIONS.items():
+    for flag, off in transformer_engine.CUDA_ONLY_FUSIONS.items():
         if getattr(recipe.model.config, flag, off) != off:
             setattr(recipe.model.config, flag, off)
             changes.append(f"model.config.{flag}={off} (no Transformer Engine)")

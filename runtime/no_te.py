@@ -7,7 +7,7 @@ names unconditionally. `enable()` fixes those and does nothing when TE is instal
 import importlib
 import types
 
-from recipes.validation import has_transformer_engine
+from common import transformer_engine
 
 
 class _NeverATransformerEngineModule:
@@ -15,7 +15,7 @@ class _NeverATransformerEngineModule:
 
 
 def enable() -> bool:
-    if has_transformer_engine():
+    if transformer_engine.is_installed():
         return False
     lora = importlib.import_module("nemo.collections.llm.peft.lora")
     # LoRA.transform compares module classes with te.Linear; the placeholder raises on attribute access.

@@ -1,6 +1,6 @@
-"""Slurm as a config: a fiddle `run.Config(run.SlurmExecutor, ...)` sized from the recipe, changed with
-the same `key=value` overrides as the recipe (`executor.partition=debug executor.time=00:10:00`),
-rendered (`--dryrun`) or submitted through nemo_run, alone or as a chain of dependent jobs.
+"""Slurm as a config: a fiddle `run.Config(run.SlurmExecutor, ...)` sized from the recipe, changed by
+`executor.key=value` overrides (applied by launcher/executor_overrides.py), rendered (`--dryrun`) or
+submitted through nemo_run, alone or as a chain of dependent jobs.
 
 What the job runs: nemo_run's `python -m nemo_run.core.runners.fdl_runner` on the serialized
 `runtime.entry.train` task, one srun task per device (`ntasks_per_node = trainer.devices`), in the
@@ -28,10 +28,8 @@ from pathlib import Path
 import fiddle as fdl
 import lightning.pytorch as pl
 import nemo_run as run
-import yaml
 
-from recipes import overrides
-from recipes.errors import UserError
+from common.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SECRET_MARKERS = ("TOKEN", "KEY", "SECRET", "PASSWORD")
@@ -76,36 +74,12 @@ def executor_config(recipe) -> run.Config:
     )
 
 
-def _tunnel(kind: str) -> run.Config:
+def tunnel_config(kind: str) -> run.Config:
     if kind == "local":
         return run.Config(run.LocalTunnel, job_dir="")
     if kind == "ssh":
         return run.Config(run.SSHTunnel, host="<set executor.tunnel.host>", user=os.environ.get("USER", ""), job_dir="<set executor.tunnel.job_dir>")
     raise UserError(f"executor.tunnel={kind!r}: use 'local' (submit on this host) or 'ssh' (then set executor.tunnel.host/user/job_dir)")
-
-
-def apply_overrides(config: run.Config, args: list[str]) -> run.Config:
-    """`key=value` on the executor config; `tunnel=local|ssh` swaps the tunnel, `env_vars.NAME=v` and
-    `additional_parameters.NAME=v` set dict entries; everything else goes through recipes.overrides."""
-    for text in args:
-        key, value = overrides.split_override(text)
-        if key == "tunnel":
-            config.tunnel = _tunnel(value)
-        elif key in LIST_KEYS:
-            # `a:/a,b:/b` or a YAML list `[a:/a, b:/b]`: mounts hold colons nemo_run's list parser rejects
-            items = yaml.safe_load(value) if value.startswith("[") else [v for v in value.split(",") if v]
-            setattr(config, key, [str(item) for item in items or []])
-        elif key.startswith(("env_vars.", "additional_parameters.")):
-            field, _, name = key.partition(".")
-            if field == "env_vars" and is_secret(name):
-                raise UserError(
-                    f"executor.{key}: {name} looks like a secret; it would be written into the sbatch script. "
-                    f"Export it in the submitting shell instead: the job inherits it from there."
-                )
-            getattr(config, field)[name] = value
-        else:
-            overrides.apply(config, [text])
-    return config
 
 
 def check_no_secrets(config: run.Config) -> None:
@@ -266,31 +240,15 @@ def submit(title: str, executor, steps, after_ids=()) -> tuple[str, list[tuple[s
         exp.__exit__(None, None, None)
 
 
-def chain(steps, executor, title: str = "chain", after: str | None = None, dryrun: bool = False):
-    """Steps `(name, task, executor or None)` as dependent Slurm jobs, each after the one before.
-
-    Returns (experiment id, [(name, slurm job id)]), or with dryrun=True the [(name, sbatch script)]."""
-    after_ids = resolve_after(after) if after and not dryrun else ([f"<{after}>"] if after else [])
-    if dryrun:
-        return render(title, executor, steps, after_ids)
-    return submit(title, executor, steps, after_ids)
-
-
-def describe_config(config: run.Config) -> str:
-    from recipes import resolve
-
-    return resolve.to_yaml(config).rstrip()
-
-
 __all__ = [
     "executor_config",
-    "apply_overrides",
     "build",
     "chain_recipes",
     "resolve_after",
     "render",
+    "tunnel_config",
+    "LIST_KEYS",
     "submit",
-    "chain",
     "StopAtStep",
     "is_secret",
     "secret_names",

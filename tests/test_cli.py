@@ -140,10 +140,13 @@ def test_one_epoch_is_computed_from_the_data(nemo, capsys):
     assert "max_steps: 105" in out
 
 
-def test_one_epoch_needs_the_data(nemo, capsys):
-    code, _, err = run_cli(capsys, "recipe=llama31_8b_pretrain", "--dryrun")
+def test_one_epoch_is_counted_at_launch_and_a_dry_run_needs_no_data(nemo, capsys):
+    code, out, _ = run_cli(capsys, "recipe=llama31_8b_pretrain", "--dryrun")
+    assert code == 0 and "trainer.max_steps=-1: one epoch, counted at launch" in out
+    code, _, err = run_cli(capsys, "recipe=llama31_8b_pretrain")
     assert code == 2
-    assert "data.paths: no prepared corpus at <set data.paths to prepared corpus prefixes>" in err
+    assert "data.paths is not set: set data.paths=... on the command line (python -m data.prepare_pretraining" in err
+    assert "<set " not in err
 
 
 @pytest.mark.parametrize(
@@ -157,3 +160,60 @@ def test_one_epoch_needs_the_data(nemo, capsys):
 def test_missing_data_is_named_before_the_run_starts(nemo, capsys, recipe, override, message):
     code, _, err = run_cli(capsys, f"recipe={recipe}", override)
     assert code == 2 and "the data this run reads is missing" in err and message in err
+
+
+THIRD_PARTY_NOISE = ("has reached end of life", "The deploy module could not be imported",
+                     "The evaluate module could not be imported", "pynvml package is deprecated")
+
+
+def test_dryrun_output_has_no_third_party_noise():
+    result = subprocess.run([sys.executable, "launch.py", "recipe=tiny_llama_sft", "--dryrun"],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stderr.splitlines() if any(n in line for n in THIRD_PARTY_NOISE)] == []
+
+
+def test_noise_filters_drop_only_the_named_warnings():
+    import logging
+
+    from common import third_party_noise
+
+    third_party_noise.silence()
+    logger, seen = logging.getLogger("megatron.core.utils"), []
+    handler = logging.Handler()
+    handler.emit = seen.append
+    logger.addHandler(handler)
+    try:
+        logger.warning("%s has reached end of life. Please migrate to a non-experimental function.", "f")
+        logger.warning("something else")
+        logger.error("%s has reached end of life", "an error is never dropped")
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in seen] == ["something else", "an error is never dropped has reached end of life"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["launch.py", "recipe=tiny_llama_sft", "--jobs", "many"],
+    ["launch.py", "copy", "tiny_llama_sft"],
+    ["-m", "conversion.hf_to_nemo"],
+    ["-m", "conversion.average", "--out", "x"],
+])
+def test_bad_arguments_exit_2_with_one_error_line(argv):
+    result = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and result.stderr.strip().count("\n") == 0, result.stderr
+
+
+def test_exit_policy_refusal_2_failure_after_start_1(capsys):
+    from common import cli
+    from common.errors import RunFailed, UserError
+    from conversion.errors import ConversionError, ConversionFailed
+
+    def raising(error):
+        def command():
+            raise error
+        return command
+
+    assert cli.run(raising(UserError("bad input"))) == 2 and cli.run(raising(ConversionError("refused"))) == 2
+    assert cli.run(raising(RunFailed("broke"))) == 1 and cli.run(raising(ConversionFailed("NeMo failed"))) == 1
+    assert capsys.readouterr().err.splitlines() == ["error: bad input", "error: refused", "error: broke", "error: NeMo failed"]

@@ -1,9 +1,13 @@
 """Every validation rule, on real recipe configs: the message names the fields and values at fault."""
 
+import ast
+import re
+
 import pytest
 
-from recipes import session
-from recipes.validation import ConfigInvalid
+from launcher import session, validation
+from launcher.validation import ConfigInvalid, UnknownConfigPath, View
+from recipes import registry
 
 TINY = "tiny_llama_pretrain"  # 4 heads, 2 query groups, 2 layers, seq 128, global batch 8, micro batch 4
 
@@ -108,3 +112,49 @@ def test_a_valid_override_set_passes(nemo):
         fit_to_machine=False,
     )
     assert prepared.config.trainer.strategy.virtual_pipeline_model_parallel_size == 10
+
+
+def _paths_rules_read() -> set[str]:
+    """Every path a rule module names: its dotted constants, and each first argument of get(...)/get.optional(...)."""
+    dotted = re.compile(r"[a-z_]+(\.[a-z0-9_]+)+")
+    paths = set()
+    for path in (registry.RECIPES_DIR.parent / "launcher" / "rules").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        constants = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)
+                     for t in n.targets if isinstance(t, ast.Name)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and dotted.fullmatch(node.value):
+                paths.add(node.value)
+            reader = isinstance(node, ast.Call) and node.args and (
+                (isinstance(node.func, ast.Name) and node.func.id == "get") or
+                (isinstance(node.func, ast.Attribute) and node.func.attr == "optional"))
+            if reader and isinstance(node.args[0], ast.Constant):
+                paths.add(node.args[0].value)
+            elif reader and isinstance(node.args[0], ast.Name):
+                paths.add(constants[node.args[0].id])
+    return paths
+
+
+def test_every_path_a_rule_reads_exists_on_a_real_recipe(nemo):
+    configs = [registry.build(name) for name in ("tiny_llama_pretrain", "tiny_llama_sft", "tiny_llama_dpo", "llama31_8b_lora")]
+    paths = _paths_rules_read()
+    assert {"trainer.strategy.tensor_model_parallel_size", "peft", "data.pack_pairs"} <= paths
+    missing = [path for path in sorted(paths) if not any(View(config).exists(path) for config in configs)]
+    assert missing == [], "rules read paths no recipe has (misspelled?)"
+
+
+def test_an_unknown_path_is_an_error_and_an_unset_option_is_none(nemo):
+    get = View(registry.build("tiny_llama_sft"))
+    with pytest.raises(UnknownConfigPath, match="has no field 'tensor_parallel_size'"):
+        get("trainer.strategy.tensor_parallel_size")
+    assert get("peft.dim") is None  # peft=None: no LoRA on this recipe
+    pretrain = View(registry.build("tiny_llama_pretrain"))
+    assert pretrain.optional("data.packed_sequence_specs.packed_sequence_size") is None  # a field only SFT data has
+    with pytest.raises(UnknownConfigPath):
+        pretrain("data.packed_sequence_specs.packed_sequence_size")
+
+
+def test_rule_modules_register_themselves(nemo):
+    validation.problems(registry.build("tiny_llama_pretrain"))
+    names = {rule.__name__ for rule in validation.RULES}
+    assert {"check_world_size", "check_preference"} <= names and len(names) == len(validation.RULES)

@@ -1,1 +1,1 @@
-"""Training algorithms that NeMo 2 does not ship (preference optimisation)."""
+"""What NeMo 2 lacks inside training: preference optimisation, checkpoint averaging at the end of a run."""

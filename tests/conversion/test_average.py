@@ -17,7 +17,7 @@ from conversion.average import (
     select_checkpoints,
     single_process_megatron,
 )
-from conversion.hf_to_nemo import ConversionError
+from conversion.errors import ConversionError
 
 
 def linked_checkpoint(source: Path, dest: Path) -> Path:
@@ -73,3 +73,24 @@ def test_average_is_exact_elementwise_mean(smollm2_nemo, run_dir, tmp_path):
     for name, tensor in original.items():
         # (w + 2w) / 2 == 1.5 w exactly: the sum is accumulated in float64.
         assert torch.equal(averaged[name], tensor * 1.5), name
+
+
+def test_training_entry_runs_the_after_training_hook_of_each_callback():
+    """AverageLastCheckpoints acts through this hook: runtime.entry knows no callback by name."""
+    import functools
+    import types
+
+    from runtime import entry
+    from training.checkpoint_averaging import AverageLastCheckpoints
+
+    calls = []
+
+    class Hook:
+        def after_training(self, trainer):
+            calls.append(trainer)
+
+    trainer = types.SimpleNamespace(callbacks=[object(), Hook()])
+    entry._after_training(functools.partial(lambda **_: None, trainer=trainer))
+    assert calls == [trainer]
+    not_rank_0 = types.SimpleNamespace(global_rank=1, checkpoint_callback=object())
+    assert AverageLastCheckpoints(last=2).after_training(not_rank_0) is None

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conversion.hf_to_nemo import ConversionError, import_hf
+from conversion.errors import ConversionError
+from conversion.hf_to_nemo import import_hf
 from conversion.nemo_to_hf import export_nemo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

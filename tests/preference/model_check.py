@@ -62,7 +62,8 @@ def score(world: int, full: dict) -> dict:
     from data.preference_module import collate_packs, collate_pairs, load_pairs
     from models.catalog import MODELS
     from recipes.tiny_llama_preference import PAIRS as PAIRS_FILE
-    from training.preference import DPOLoss, SimPOLoss, batch_logps, sequence_logps, table_rows
+    from training.preference_losses import DPOLoss, SimPOLoss, batch_logps, sequence_logps
+    from training.preference_steps import table_rows
 
     parallel_state.initialize_model_parallel(tensor_model_parallel_size=world)
     tensor_parallel.model_parallel_cuda_manual_seed(1234)
@@ -113,7 +114,7 @@ def score(world: int, full: dict) -> dict:
 
 
 def reduced_numbers(loss, batch: dict, per_token: torch.Tensor) -> dict:
-    from training.preference import PreferenceLossReduction
+    from training.preference_steps import PreferenceLossReduction
 
     reduction = PreferenceLossReduction(loss)
     loss_sum, pairs, stats = reduction.forward(batch, per_token)

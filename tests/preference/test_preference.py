@@ -15,13 +15,14 @@ import torch
 
 from data.preference_module import PreferenceConfigError, PreferenceDataModule, collate_packs, collate_pairs
 from launching import child_environment, interrupt_after
-from training.preference import DPOLoss, PreferenceLossReduction, SimPOLoss
+from training.preference_losses import DPOLoss, SimPOLoss
+from training.preference_steps import PreferenceLossReduction
 
 REPO = Path(__file__).resolve().parents[2]
 TOL = 1e-5
 
 
-# ---- the papers' formulas, written independently of training/preference.py ------------------------
+# ---- the papers' formulas, written independently of training/preference_steps.py ------------------------
 
 
 def log_sigmoid(x: float) -> float:
@@ -179,9 +180,9 @@ def test_packed_micro_batch_must_be_one_row():
 
 
 def test_validation_rule():
+    from launcher.rules.preference import check_preference
+    from launcher.validation import View
     from recipes import registry
-    from recipes.preference_validation import check_preference
-    from recipes.validation import View
 
     config = registry.build("tiny_llama_dpo")
     assert list(check_preference(View(config))) == []

@@ -129,7 +129,7 @@ def test_chain_of_two_jobs_resumes(home, tmp_path):
 @pytest.fixture(scope="module")
 def session_api(home):
     sys.path.insert(0, str(REPO))
-    from recipes import session
+    from launcher import session
 
     return session
 
@@ -177,7 +177,7 @@ def test_failed_job_afterany_runs_next_afterok_cancels_it(session_api, home, cap
             assert SECRET.encode() not in path.read_bytes(), path
 
     # --after: an existing job id or experiment id resolves; anything else is a clear error.
-    from recipes.errors import UserError
+    from common.errors import UserError
     from runtime import slurm
 
     assert slurm.resolve_after(a1) == [a1]
@@ -193,7 +193,7 @@ def test_failed_job_afterany_runs_next_afterok_cancels_it(session_api, home, cap
 
 
 def test_secrets_in_executor_env_vars_are_refused(session_api):
-    from recipes.errors import UserError
+    from common.errors import UserError
 
     with pytest.raises(UserError, match="looks like a secret"):
         session_api.prepare("tiny_llama_pretrain", ["executor=slurm", f"executor.env_vars.HF_TOKEN={SECRET}"])
@@ -254,7 +254,7 @@ def test_gpu_sbatch_scripts_rendered_not_run(session_api, home):
 
 def test_cluster_preset_file_with_command_line_override(session_api, home, tmp_path):
     """executor=FILE.yaml: a cluster file users keep; executor.key=value on the command line wins."""
-    from recipes.errors import UserError
+    from common.errors import UserError
 
     prepared = session_api.prepare(
         "llama31_8b_pretrain",

@@ -1,38 +1,40 @@
-"""Validation rule for preference recipes (DPO / SimPO), in recipes.validation's rule style:
-`check_preference(get)` yields one message per problem, naming the dotted keys. Does nothing for
-recipes without the `training.preference.PreferenceTraining` callback.
-"""
+"""Validation rules for preference recipes (DPO, SimPO): those whose trainer has the
+PreferenceTraining callback. Batches must keep pairs whole; the reference must exist."""
 
 import fiddle as fdl
+
+from common import transformer_engine
+from launcher.validation import View, rule
 
 CALLBACKS = "trainer.callbacks"
 
 
 def _preference_callback(config):
-    for index, callback in enumerate(getattr(config.trainer, "callbacks", None) or []):
-        if isinstance(callback, fdl.Buildable) and getattr(fdl.get_callable(callback), "__name__", "") == "PreferenceTraining":
+    from training.preference_steps import PreferenceTraining
+
+    for index, callback in enumerate(config.trainer.callbacks or []):
+        if isinstance(callback, fdl.Buildable) and issubclass(fdl.get_callable(callback), PreferenceTraining):
             return index, callback
     return None, None
 
 
-def check_preference(get):
+@rule
+def check_preference(get: View):
     index, callback = _preference_callback(get.config)
     if callback is None:
         return
     from data.preference_module import batch_size_problems
-    from recipes.validation import has_transformer_engine  # that module imports this one
 
     packed = bool(get("data.pack_pairs", False))
     yield from batch_size_problems(get("data.micro_batch_size", 2), get("data.global_batch_size", 2), packed)
-    if packed and not get("data.create_attention_mask", True) and not has_transformer_engine():
+    if packed and not get("data.create_attention_mask", True) and not transformer_engine.is_installed():
         yield ("data.create_attention_mask=False with data.pack_pairs=True needs Transformer Engine (THD attention); "
                "without it the attention mask is what keeps the packed sequences apart: set it True")
     if (get("trainer.strategy.context_parallel_size", 1) or 1) > 1:
         yield ("trainer.strategy.context_parallel_size must be 1 for preference training: sequence log-probs "
                "are summed over whole sequences")
-    reference = getattr(callback, "reference", "precomputed")
-    loss = getattr(callback, "loss", None)
-    needs_reference = loss is None or getattr(fdl.get_callable(loss), "needs_reference", True)
+    reference = callback.reference
+    needs_reference = callback.loss is None or fdl.get_callable(callback.loss).needs_reference
     if needs_reference and reference == "none":
         yield f"{CALLBACKS}.{index}.reference='none' but DPO needs a reference ('precomputed' or 'adapters_off')"
     if needs_reference and reference == "adapters_off" and get("peft") is None:

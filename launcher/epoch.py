@@ -6,16 +6,16 @@ from pathlib import Path
 
 import fiddle as fdl
 
-from recipes import data_files
-from recipes.errors import UserError
+from common.errors import UserError
+from launcher import data_files
+from recipes.blocks import ONE_EPOCH
 
-ONE_EPOCH = -1
+COUNTED_AT_LAUNCH = "trainer.max_steps=-1: one epoch, counted at launch"
 
 
 def _pretraining_samples(data) -> int:
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-    data_files.require(data)
     tokens = 0
     for prefix in data_files.prefixes(data.paths):
         dataset = IndexedDataset(prefix)  # kept alive: its lengths are a view of its memory map
@@ -25,14 +25,14 @@ def _pretraining_samples(data) -> int:
 
 
 def _finetuning_samples(data) -> int:
-    data_files.require(data)
     training = Path(data.dataset_root) / "training.jsonl"
     with training.open("rb") as f:
         return sum(1 for line in f if line.strip())
 
 
 def samples_in_one_epoch(data) -> int:
-    if hasattr(data, "paths") and fdl.get_callable(data).__name__ != "PreferenceDataModule":
+    data_files.require(data)
+    if hasattr(data, "paths") and not data_files.is_preference_data(data):
         return _pretraining_samples(data)
     if hasattr(data, "dataset_root"):
         return _finetuning_samples(data)
@@ -46,3 +46,10 @@ def fill_max_steps(config) -> str | None:
     samples = samples_in_one_epoch(config.data)
     config.trainer.max_steps = max(1, math.ceil(samples / config.data.global_batch_size))
     return f"trainer.max_steps={config.trainer.max_steps} (one epoch: {samples} samples / global batch {config.data.global_batch_size})"
+
+
+def preview_max_steps(config) -> str | None:
+    """For a dry run: fill_max_steps where the data is here; without it, a note that launch counts it."""
+    if config.trainer.max_steps == ONE_EPOCH and data_files.missing(config.data):
+        return f"{COUNTED_AT_LAUNCH} (the data is not on this machine)"
+    return fill_max_steps(config)

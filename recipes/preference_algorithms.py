@@ -1,13 +1,13 @@
 """Preference optimisation defaults, written once: `dpo(model_name, lora)` and `simpo(model_name, lora)`.
 
 Both return an `llm.finetune` partial over `data.preference_module.PreferenceDataModule` with the
-`training.preference.PreferenceTraining` callback carrying the loss (`trainer.callbacks[0]`).
+`training.preference_steps.PreferenceTraining` callback carrying the loss (`trainer.callbacks[0]`).
 
 Reference model (DPO): with `lora=True` the same weights with the adapters switched off
 (reference="adapters_off": no copy; scored in the training step, or by the pre-pass under pipeline
 parallel); full-parameter DPO precomputes the starting weights' log-probs for every pair before the first
 step (reference="precomputed": one forward pass over the data through megatron's schedule, no second
-model in memory, saved in checkpoints). SimPO has no reference. See training/preference.py.
+model in memory, saved in checkpoints). SimPO has no reference. See training/preference_steps.py.
 
 SimPO defaults (Meng, Xia, Chen, "SimPO", NeurIPS 2024), checked against the authors' training configs
 (github.com/princeton-nlp/SimPO, training_configs/*.yaml; gamma = beta * gamma_beta_ratio where a file
@@ -30,9 +30,9 @@ import nemo_run as run
 from nemo.collections import llm
 
 from recipes import blocks
-from training.preference import DPOLoss, PreferenceTraining, SimPOLoss
+from training.preference_losses import DPOLoss, SimPOLoss
+from training.preference_steps import PreferenceTraining
 
-UNSET_PAIRS = "<set data.paths to preference pair files (python -m data.preference formats)>"
 
 # (beta, gamma) from the SimPO authors' training configs, by model family; see the module docstring.
 SIMPO_SETTINGS = {
@@ -69,7 +69,7 @@ def _preference(model_name, loss, reference, lora, *, name, lr, seq_length: int 
     recipe = run.Partial(
         llm.finetune,
         model=blocks.model(model_name),
-        data=preference_data(model_name, paths or [UNSET_PAIRS], seq_length, global_batch_size),
+        data=preference_data(model_name, paths or [blocks.UNSET_PAIRS], seq_length, global_batch_size),
         trainer=blocks.trainer(max_steps=max_steps),
         log=blocks.logger(f"{model_name}_{name}", every_n_train_steps=max(1, max_steps // 10)),
         optim=blocks.optimizer(lr=lr, warmup_steps=max(1, min(100, max_steps // 10)), min_lr_ratio=0.0),
@@ -81,8 +81,7 @@ def _preference(model_name, loss, reference, lora, *, name, lr, seq_length: int 
     recipe.trainer.limit_val_batches = 0
     recipe.log.ckpt.monitor = "reduced_train_loss"
     recipe.model.config.seq_length = seq_length
-    restore = getattr(blocks, "restore_from", None)
-    recipe.resume.restore_config = restore(model_name) if restore else None
+    recipe.resume.restore_config = blocks.restore_from(model_name)
     if lora:
         recipe.peft = run.Config(
             llm.peft.LoRA,

@@ -1,19 +1,17 @@
 """Committed resolved configs: recipes/snapshots/<recipe>.yaml holds every value each recipe's run
 uses (NeMo's class defaults included), so a change to a shared default shows, in the pull request
-diff, every recipe it affects.
-
-    python -m recipes.snapshots            # rewrite every snapshot
-    python -m recipes.snapshots --check    # exit 1 and name the recipes whose snapshot is stale
+diff, every recipe it affects. This module renders, checks and rewrites them (usage: README.md).
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-from recipes import registry, resolve, validation
+from launcher import resolve, validation
+from recipes import registry
 
-SNAPSHOT_DIR = Path(__file__).resolve().parent / "snapshots"
-REGENERATE = "python -m recipes.snapshots"
+SNAPSHOT_DIR = registry.RECIPES_DIR / "snapshots"
+REGENERATE = "python -m launcher.snapshots"
 
 
 def render(name: str) -> str:

@@ -12,17 +12,17 @@ from pathlib import Path
 import fiddle as fdl
 import yaml
 
+from launcher.overrides import parameter_names
 from models.catalog import REPO_ROOT
-from recipes.overrides import parameter_names
 
 REPO_MARK = "<repo>"
 
 
-def _name_of(obj) -> str:
+def qualified_name(obj) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
 
 
-def _leaf(value):
+def leaf(value):
     if value is None or isinstance(value, (bool, int, float)):
         return value
     if isinstance(value, (str, Path)):
@@ -30,7 +30,7 @@ def _leaf(value):
     if isinstance(value, enum.Enum):
         return f"{type(value).__name__}.{value.name}"
     if inspect.isclass(value) or inspect.isfunction(value) or inspect.isbuiltin(value):
-        return _name_of(value)
+        return qualified_name(value)
     text = repr(value)
     return text.replace(str(REPO_ROOT), REPO_MARK)
 
@@ -48,7 +48,7 @@ def _argument(buildable: fdl.Buildable, name: str):
 def resolved(value):
     """Nested plain data (dicts, lists, scalars) for a config value."""
     if isinstance(value, fdl.Buildable):
-        out = {"_target_": _name_of(fdl.get_callable(value))}
+        out = {"_target_": qualified_name(fdl.get_callable(value))}
         if isinstance(value, fdl.Partial):
             out["_partial_"] = True
         for name in parameter_names(value):
@@ -58,7 +58,7 @@ def resolved(value):
         return [resolved(v) for v in value]
     if isinstance(value, dict):
         return {str(k): resolved(v) for k, v in value.items()}
-    return _leaf(value)
+    return leaf(value)
 
 
 def flatten(tree, prefix: str = "") -> dict:

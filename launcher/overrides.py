@@ -17,9 +17,8 @@ import yaml
 from fiddle import history
 from nemo_run.cli.cli_parser import CLIException, ParseError, parse_cli_args, parse_factory, parse_value
 
+from common.errors import UserError
 from recipes import factories  # noqa: F401  registers object-valued choices with nemo_run
-
-from recipes.errors import UserError
 
 
 class OverrideError(UserError):

@@ -1,14 +1,15 @@
-"""One launch from a recipe name and overrides: build, override, fit to the machine, validate, then
-explain, diff, print (dry run) or run it through a nemo_run executor."""
+"""One launch from a recipe name and overrides: build, override, fit to the machine, validate; then print
+it (dry run) or run it through a nemo_run executor. Explaining and comparing: launcher/inspection.py."""
 
 from dataclasses import dataclass, field
 
-import fiddle as fdl
 import nemo_run as run
 
-from recipes import data_files, epoch, overrides, registry, resolve, validation
-from recipes.errors import UserError
-from runtime import entry, executors, machine
+from common.errors import UserError
+from launcher import data_files, epoch, executor_args, overrides, resolve, validation
+from recipes import registry
+from recipes.blocks import ONE_EPOCH
+from runtime import entry, executors, machine, slurm
 
 
 @dataclass
@@ -23,65 +24,19 @@ class Prepared:
 
 
 def prepare(name: str, override_args: list[str], fit_to_machine: bool = True) -> Prepared:
-    kind, executor_args, override_args = executors.split_args(override_args)
+    kind, executor_settings, override_args = executor_args.split_args(override_args)
     config = registry.build(name)
     overrides.apply(config, override_args)
     # A Slurm job runs elsewhere: fitting the config to this (submitting) machine would be wrong there.
     changes = machine.adapt(config) if fit_to_machine and kind == "local" else []
-    if kind == "slurm" and config.trainer.max_steps == epoch.ONE_EPOCH:
+    if kind == "slurm" and config.trainer.max_steps == ONE_EPOCH:
         raise UserError("executor=slurm needs trainer.max_steps: one epoch (-1) is counted from data this machine may not see")
     validation.validate(config)
     prepared = Prepared(name, config, changes, executor=kind)
     if kind == "slurm":
-        from runtime import slurm
-
-        prepared.executor_config = slurm.apply_overrides(slurm.executor_config(config), executor_args)
+        prepared.executor_config = executor_args.apply_overrides(slurm.executor_config(config), executor_settings)
         slurm.check_no_secrets(prepared.executor_config)
     return prepared
-
-
-def _parent_and_leaf(config, key: str):
-    overrides.check_key(config, key)
-    *parents, leaf = key.split(".")
-    node = config
-    for name in parents:
-        node = node[int(name)] if isinstance(node, (list, tuple)) else getattr(node, name)
-    return node, leaf
-
-
-def _where(entry) -> str:
-    location = entry.location
-    if location.filename == "command line":
-        return f"command line ({location.function_name})"
-    path = resolve._leaf(location.filename)
-    return f"{path}:{location.line_number} ({location.function_name})"
-
-
-def explain(prepared: Prepared, key: str) -> str:
-    """The value of `key` and every place that set it, newest first."""
-    parent, leaf = _parent_and_leaf(prepared.config, key)
-    value = resolve.resolved(getattr(parent, leaf)) if isinstance(parent, fdl.Buildable) else parent[int(leaf)]
-    lines = [f"{key} = {value!r}"]
-    history = parent.__argument_history__[leaf] if isinstance(parent, fdl.Buildable) else []
-    setters = [h for h in history if h.kind.name == "NEW_VALUE"]
-    for position, setter in enumerate(reversed(setters)):
-        label = "set at" if position == 0 else "which overrode"
-        lines.append(f"  {label} {_where(setter)}: {resolve.resolved(setter.new_value)!r}")
-    if not setters:
-        target = resolve._name_of(fdl.get_callable(parent))
-        lines.append(f"  never set by a recipe: the default of {target}")
-    return "\n".join(lines)
-
-
-def diff(a: Prepared, b: Prepared) -> str:
-    left = resolve.flatten(resolve.resolved(a.config))
-    right = resolve.flatten(resolve.resolved(b.config))
-    rows = []
-    for key in sorted(left.keys() | right.keys()):
-        if left.get(key, "<absent>") != right.get(key, "<absent>"):
-            rows.append(f"{key}: {left.get(key, '<absent>')!r} -> {right.get(key, '<absent>')!r}")
-    header = f"--- {a.name}\n+++ {b.name}\n{len(rows)} fields differ"
-    return "\n".join([header, *rows])
 
 
 def task(prepared: Prepared) -> run.Partial:
@@ -96,8 +51,6 @@ def _check_local_options(prepared: Prepared) -> None:
 
 def slurm_steps(prepared: Prepared) -> list:
     """(job name, task, None) per job of the chain: --jobs N splits trainer.max_steps into step targets."""
-    from runtime import slurm
-
     recipes = slurm.chain_recipes(prepared.config, prepared.jobs)
     if len(recipes) == 1:
         return [(prepared.name, task(prepared), None)]
@@ -105,22 +58,18 @@ def slurm_steps(prepared: Prepared) -> list:
 
 
 def slurm_dryrun(prepared: Prepared) -> str:
-    from runtime import slurm
-
     executor = slurm.build(prepared.executor_config)
     after = [f"<{prepared.after}>"] if prepared.after else []
     parts = [f"# recipe: {prepared.name}", resolve.to_yaml(prepared.config).rstrip()]
     if prepared.machine_changes:
         parts.append("# fitted to this machine:\n" + "\n".join(f"#   {c}" for c in prepared.machine_changes))
-    parts.append("# executor (slurm):\n" + slurm.describe_config(prepared.executor_config))
+    parts.append("# executor (slurm):\n" + resolve.to_yaml(prepared.executor_config).rstrip())
     for job_name, script in slurm.render(prepared.name, executor, slurm_steps(prepared), after):
         parts.append(f"# ---- sbatch script of {job_name} (submitted with: sbatch --requeue --parsable SCRIPT)\n{script.rstrip()}")
     return "\n".join(parts)
 
 
 def slurm_launch(prepared: Prepared) -> int:
-    from runtime import slurm
-
     after = slurm.resolve_after(prepared.after) if prepared.after else []
     executor = slurm.build(prepared.executor_config)
     experiment_id, jobs = slurm.submit(prepared.name, executor, slurm_steps(prepared), after)
@@ -130,9 +79,7 @@ def slurm_launch(prepared: Prepared) -> int:
     return 0
 
 
-def _count_one_epoch(prepared: Prepared) -> None:
-    """trainer.max_steps=-1 becomes one epoch over the data, counted here where the data is."""
-    note = epoch.fill_max_steps(prepared.config)
+def _note(prepared: Prepared, note: str | None) -> None:
     if note:
         prepared.machine_changes.append(note)
 
@@ -141,7 +88,7 @@ def dryrun(prepared: Prepared) -> str:
     if prepared.executor == "slurm":
         return slurm_dryrun(prepared)
     _check_local_options(prepared)
-    _count_one_epoch(prepared)
+    _note(prepared, epoch.preview_max_steps(prepared.config))
     executor = executors.for_recipe(prepared.config)
     parts = [f"# recipe: {prepared.name}", resolve.to_yaml(prepared.config).rstrip()]
     if prepared.machine_changes:
@@ -154,7 +101,8 @@ def launch(prepared: Prepared) -> int:
     if prepared.executor == "slurm":
         return slurm_launch(prepared)
     _check_local_options(prepared)
-    _count_one_epoch(prepared)
+    # trainer.max_steps=-1 becomes one epoch over the data, counted here where the data is.
+    _note(prepared, epoch.fill_max_steps(prepared.config))
     executors.check_can_run(prepared.config)
     data_files.require(prepared.config.data)
     executor = executors.for_recipe(prepared.config)
@@ -162,4 +110,4 @@ def launch(prepared: Prepared) -> int:
     return 0
 
 
-__all__ = ["Prepared", "prepare", "explain", "diff", "dryrun", "launch", "UserError"]
+__all__ = ["Prepared", "prepare", "task", "dryrun", "launch"]

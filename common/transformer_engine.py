@@ -1,0 +1,18 @@
+"""What depends on Transformer Engine being installed: asked in one place by every layer."""
+
+import importlib.util
+
+# Without Transformer Engine, megatron-core refuses these fusions (their kernels need it, i.e. CUDA).
+CUDA_ONLY_FUSIONS = {
+    "apply_rope_fusion": False,
+    "bias_activation_fusion": False,
+    "bias_dropout_fusion": False,
+    "masked_softmax_fusion": False,
+    "persist_layer_norm": False,
+    "gradient_accumulation_fusion": False,
+    "cross_entropy_loss_fusion": False,
+}
+
+
+def is_installed() -> bool:
+    return importlib.util.find_spec("transformer_engine") is not None

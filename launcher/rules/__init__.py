@@ -1,0 +1,1 @@
+"""Validation rules: each module registers its rules with launcher.validation.rule."""

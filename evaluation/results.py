@@ -86,6 +86,9 @@ def comparison_table(a: dict, b: dict):
 
 
 def print_table(table) -> None:
+    import sys
+
     from rich.console import Console
 
-    Console().print(table)
+    # Piped into a file or a test, rich would assume 80 columns and cut metric names short.
+    Console(width=None if sys.stdout.isatty() else 160).print(table)

@@ -168,9 +168,9 @@ def metric_rows(lm_eval_results: dict, benchmarks: list[Benchmark]) -> list[dict
 
 def evaluate(request: Request) -> dict:
     """Runs the checked request; returns the result record (what `python -m evaluation` writes)."""
+    go_offline()
     import lm_eval
 
-    go_offline()
     started = time.perf_counter()
     settings = request.settings
     log(f"model {request.source.describe()}")

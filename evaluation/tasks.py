@@ -110,6 +110,8 @@ def select_benchmarks(names: list[str], data: dict[str, Path] | None = None,
                       extra_dirs: list[Path] = ()) -> list[Benchmark]:
     """The named benchmarks with their data files resolved and checked line by line."""
     data = data or {}
+    if not names:
+        raise Refusal("no benchmark named (--benchmarks a,b,...; --list shows them)")
     available = available_benchmarks(list(extra_dirs))
     unknown = [name for name in [*names, *data] if name not in available]
     if unknown:

@@ -79,6 +79,7 @@ def test_bad_options(hf_like):
     assert_refused(evaluation("--model", str(hf_like), "--limit", "0"), "--limit must be positive")
     assert_refused(evaluation("--model", str(hf_like), "--limit", "ten"), "invalid int value")
     assert_refused(evaluation(), "one of the arguments --model --compare --list is required")
+    assert_refused(evaluation("--model", str(hf_like), "--benchmarks", ","), "no benchmark named")
 
 
 def test_compare_needs_result_files(tmp_path):

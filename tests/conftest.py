@@ -1,6 +1,8 @@
 """Fixtures shared by every test folder."""
 
 import os
+import time
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +22,40 @@ def nemo():
     from nemo.collections import llm
 
     return llm
+
+
+# SmolLM2-135M-Instruct, shared by tests/conversion and tests/evaluation so one session imports and
+# exports it once: the HF folder (cached in .cache/), imported to NeMo 2 once, exported back once.
+
+
+def timed(label: str, step):
+    started = time.perf_counter()
+    result = step()
+    print(f"\n[timing] {label}: {time.perf_counter() - started:.1f}s")
+    return result
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf() -> Path:
+    from conversion.smollm2 import ensure_smollm2
+
+    return timed("ensure_smollm2", ensure_smollm2)
+
+
+@pytest.fixture(scope="session")
+def smollm2_nemo(smollm2_hf, tmp_path_factory) -> Path:
+    from conversion.hf_to_nemo import import_hf
+
+    out = tmp_path_factory.mktemp("nemo") / "smollm2-nemo"
+    return timed("hf_to_nemo", lambda: import_hf(smollm2_hf, out))
+
+
+@pytest.fixture(scope="session")
+def smollm2_roundtrip(smollm2_nemo, tmp_path_factory) -> Path:
+    from conversion.nemo_to_hf import export_nemo
+
+    out = tmp_path_factory.mktemp("roundtrip") / "smollm2-hf"
+    return timed("nemo_to_hf", lambda: export_nemo(smollm2_nemo, out))
 
 
 SESSION_FIXTURES_WORTH_SHARING = ("smollm2_hf", "smollm2_nemo", "smollm2_roundtrip")

@@ -9,7 +9,8 @@ REPO = Path(__file__).resolve().parents[1]
 # top-level package (or launch.py) -> the project packages it may import; from README.md's layout table.
 ALLOWED = {
     "launch": {"launcher", "recipes", "common"},
-    "launcher": {"recipes", "models", "data", "training", "runtime", "conversion", "common"},
+    "launcher": {"recipes", "models", "data", "training", "evaluation", "runtime", "conversion", "common"},
+    "evaluation": {"conversion", "common"},
     "recipes": {"models", "data", "training", "common"},
     "models": {"common"},
     "data": {"models", "common"},

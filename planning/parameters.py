@@ -42,6 +42,8 @@ def lora_layer_parameters(model: ModelShape, tp: int, rank: int, targets=LORA_TA
     """NeMo's ParallelLinearAdapter on one rank: for a column-parallel base, linear_in is column-parallel over
     the rank dimension (rank/tp x in) and linear_out column-parallel (out/tp x rank); for a row-parallel base,
     linear_in is row-parallel (rank x in/tp) and linear_out column-parallel (out/tp x rank)."""
+    if rank % tp:
+        raise ValueError(f"LoRA rank {rank} must be divisible by tensor parallel size {tp} (NeMo splits it over TP)")
     count = 0
     for name, (inputs, outputs, column) in _linear_shapes(model).items():
         if name not in targets:

@@ -5,6 +5,7 @@ the model's parameters are not activations and are left out. Used by test_activa
 (TP 1) and in two gloo processes (TP 2, sequence parallel).
 """
 
+import contextlib
 import os
 import socket
 
@@ -124,16 +125,38 @@ def measure(model: ModelShape, seq_length: int, micro_batch: int, tp: int = 1, s
             "embedding": saved.bytes("embedding"), "total": saved.bytes()}
 
 
-def _worker(rank, world, port, tp, arguments, results):
-    init_megatron(rank, world, port, tp)
-    results[rank] = measure(tp=tp, **arguments)
+def _worker(rank, world, port, settings, results):
+    init_megatron(rank, world, port, tp=world)
+    results[rank] = [measure(tp=world, **arguments) for arguments in settings]
 
 
-def measure_in_processes(processes: int, **arguments) -> list[dict]:
-    """`measure` on every rank of a `processes`-way tensor-parallel gloo group; one result per rank."""
+def measure_in_processes(processes: int, settings: list[dict]) -> list[list[dict]]:
+    """`measure` for each of `settings` on every rank of a `processes`-way tensor-parallel gloo group. The
+    processes are forked: they inherit the imported megatron instead of importing it again (~20 s each)."""
     import torch.multiprocessing as mp
 
-    with mp.Manager() as manager:
+    context = mp.get_context("fork")
+    with context.Manager() as manager:
         results = manager.dict()
-        mp.spawn(_worker, args=(processes, free_port(), processes, arguments, results), nprocs=processes, join=True)
-        return [results[r] for r in range(processes)]
+        port = free_port()
+        workers = [context.Process(target=_worker, args=(rank, processes, port, settings, results)) for rank in range(processes)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=300)
+        assert all(worker.exitcode == 0 for worker in workers), [worker.exitcode for worker in workers]
+        return [results[rank] for rank in range(processes)]
+
+
+@contextlib.contextmanager
+def one_process_group():
+    """A one-rank gloo group and megatron's parallel state for an in-process measurement, taken down after."""
+    import torch.distributed as dist
+    from megatron.core import parallel_state
+
+    init_megatron(0, 1, free_port(), tp=1)
+    try:
+        yield
+    finally:
+        parallel_state.destroy_model_parallel()
+        dist.destroy_process_group()

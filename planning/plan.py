@@ -144,19 +144,25 @@ def _steps(config, lay: Layout, steps: int | None) -> tuple[int | None, str]:
     return max(1, -(-samples // lay.global_batch)), f"one epoch: {samples:,} samples"
 
 
-def _timing(model_name: str, model: ModelShape, lay: Layout, device: Accelerator, flops: StepFlops,
-            config, steps: int | None) -> Timing | None:
-    if device.peak_bf16_flops == 0:
-        return None
-    published = throughput.closest(model_name, lay.lora, device.name)
+def assumed_mfu(model_name: str, lora: bool, gpu: str) -> tuple[float, str]:
+    """The MFU a plan assumes, under its own FLOPs count, and where it comes from."""
+    published = throughput.closest(model_name, lora, gpu)
     published_model = _shape_of(published.model)
     published_layout = Layout(global_batch=published.global_batch, seq_length=published.seq_length,
                               lora_rank=16 if published.lora else None)
     per_token = step_flops(published_model, published_layout).model_flops / (published.global_batch * published.seq_length)
     mfu = published.tokens_per_second_per_gpu * per_token / accelerator(published.gpu).peak_bf16_flops
     source = published.source
-    if (published.model, published.gpu) != (model_name, device.name):
+    if (published.model, published.gpu) != (model_name, gpu):
         source = f"borrowed from {published.model} on {published.gpu}: {published.source}"
+    return mfu, source
+
+
+def _timing(model_name: str, model: ModelShape, lay: Layout, device: Accelerator, flops: StepFlops,
+            config, steps: int | None) -> Timing | None:
+    if device.peak_bf16_flops == 0:
+        return None
+    mfu, source = assumed_mfu(model_name, lay.lora, device.name)
     step_seconds = flops.model_flops / (lay.world * device.peak_bf16_flops * mfu)
     run_steps, note = _steps(config, lay, steps)
     return Timing(mfu, source, step_seconds, flops.tokens / step_seconds / lay.world, run_steps, note)

@@ -2,7 +2,11 @@
 does not, computed from the config alone, before a GPU is touched.
 
 For the launcher:
-    plan = plan_config(config, gpu="h100-80gb")      # a Plan; gpu=None: the default (H100 80GB); CPU recipes: this machine
+    plan = plan_config(config, gpu="h100-80gb", steps=None, fused_attention=None)
+        # gpu: a GPUS name (None: h100-80gb; pass recipe_target_gpu(module) for the recipe's own); CPU recipes are
+        # planned on this machine. steps: the run's length if known (e.g. after epoch.fill_max_steps); None reads
+        # trainer.max_steps, or counts one epoch of the prepared data. fused_attention: None assumes Transformer
+        # Engine on a GPU; False plans megatron's local attention (a GPU without TE keeps the s x s scores).
     print(plan.render())                             # `--plan`: the breakdown, FLOPs, time, and fixes when it does not fit
     plan.summary_line()                              # `--dryrun`: one line
     check_fits(config, gpu=...)                      # before a local or Slurm launch: raises PlanDoesNotFit (exit 2)
@@ -11,12 +15,12 @@ For the launcher:
 
 from planning.hardware import GPUS
 from planning.plan import Plan, plan_config, recipe_target_gpu
+from recipes.errors import UserError
 
 
-class PlanDoesNotFit(Exception):
-    """Raised by check_fits; its text is the top of the breakdown and the changes that make the run fit."""
-
-    exit_code = 2
+class PlanDoesNotFit(UserError):
+    """Raised by check_fits (a UserError: the launcher prints it and exits 2); its text is the top of the breakdown
+    and the changes that make the run fit."""
 
     def __init__(self, plan: Plan):
         self.plan = plan
@@ -26,9 +30,10 @@ class PlanDoesNotFit(Exception):
         super().__init__("\n".join(lines))
 
 
-def check_fits(config, *, gpu: str | None = None, model_name: str | None = None) -> Plan:
+def check_fits(config, *, gpu: str | None = None, model_name: str | None = None, steps: int | None = None,
+               fused_attention: bool | None = None) -> Plan:
     """The plan of `config`; raises PlanDoesNotFit when it does not fit."""
-    plan = plan_config(config, gpu=gpu, model_name=model_name)
+    plan = plan_config(config, gpu=gpu, model_name=model_name, steps=steps, fused_attention=fused_attention)
     if not plan.fits:
         raise PlanDoesNotFit(plan)
     return plan

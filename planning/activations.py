@@ -49,12 +49,15 @@ def layer_terms(model: ModelShape, layout: Layout) -> LayerTerms:
     heads, groups, d = model.heads // tp, model.query_groups // tp, model.kv_channels
     q = tokens * heads * d * e
     selective = layout.recompute_granularity == "selective"
-    if selective:
+    qkv = tokens * (heads + 2 * groups) * d * e
+    if selective and layout.fused_attention:  # core attention recomputed from q, k, v: no softmax statistics kept
+        attention = qkv
+    elif selective:
         # megatron recomputes core attention from its inputs: q and k (rotated) and the linear_qkv output
         # that v is a view of.
-        attention = q + tokens * groups * d * e + tokens * (heads + 2 * groups) * d * e
+        attention = q + tokens * groups * d * e + qkv
     elif layout.fused_attention:
-        attention = tokens * (heads + 2 * groups) * d * e + layout.micro_batch * heads * seq * FP32
+        attention = qkv + layout.micro_batch * heads * seq * FP32
     else:
         # megatron's local DotProductAttention repeats k and v to every head and keeps softmax(q k^T).
         attention = 3 * q + layout.micro_batch * heads * seq * seq * e

@@ -182,13 +182,13 @@ def _dotted(path: str):
 
 
 def plan_config(config, *, gpu: str | None = None, model_name: str | None = None, steps: int | None = None,
-                suggest: bool = True) -> Plan:
+                fused_attention: bool | None = None, suggest: bool = True) -> Plan:
     """Plans a recipe config (a nemo_run.Partial) on `gpu` (a planning.hardware.GPUS name; default h100-80gb) or,
     for a CPU recipe, on this machine. `steps`: the run's length when the caller already knows it."""
     from planning.suggestions import suggestions
 
     model_name = model_name or catalog_model(config)
-    lay = layout(config)
+    lay = layout(config, fused_attention)
     on_cpu = lay.accelerator == "cpu"
     device = accelerator("cpu" if on_cpu else (gpu or DEFAULT_GPU))
     model = model_shape(config.model.config, VOCABULARY.get(model_name, 0))
@@ -196,7 +196,8 @@ def plan_config(config, *, gpu: str | None = None, model_name: str | None = None
     flops = step_flops(model, lay)
     result = Plan(model_name, model, lay, device, stage, flops, _timing(model_name, model, lay, device, flops, config, steps))
     if suggest and not result.fits and not on_cpu:
-        result = Plan(**{**result.__dict__, "suggestions": tuple(suggestions(config, result, gpu=device.name, model_name=model_name))})
+        result = Plan(**{**result.__dict__, "suggestions": tuple(suggestions(config, result, gpu=device.name, model_name=model_name,
+                                                                         fused_attention=fused_attention))})
     return result
 
 

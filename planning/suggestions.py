@@ -70,13 +70,16 @@ def _candidates(config) -> list[tuple[dict, str, float]]:
     return out
 
 
-def suggestions(config, plan, gpu: str, model_name: str, limit: int = 3) -> list[Suggestion]:
+def suggestions(config, plan, gpu: str, model_name: str, fused_attention: bool | None = None,
+                limit: int = 3) -> list[Suggestion]:
     """Single changes first; if none fits, pairs of them. Cheapest (by assumed step time) first."""
     from planning.plan import plan_config, with_overrides
 
     singles = _candidates(config)
     tried = [(overrides, why, cost) for overrides, why, cost in singles]
-    found = _fitting(config, tried, gpu, model_name, plan_config, with_overrides)
+    plan_one = lambda candidate: plan_config(candidate, gpu=gpu, model_name=model_name,  # noqa: E731
+                                             fused_attention=fused_attention, suggest=False)
+    found = _fitting(config, tried, plan_one, with_overrides)
     if not found:
         pairs = []
         for i, (first, why_first, cost_first) in enumerate(singles):
@@ -84,15 +87,15 @@ def suggestions(config, plan, gpu: str, model_name: str, limit: int = 3) -> list
                 if set(first) & set(second):
                     continue
                 pairs.append(({**first, **second}, f"{why_first} and {why_second}", cost_first * cost_second))
-        found = _fitting(config, pairs, gpu, model_name, plan_config, with_overrides)
+        found = _fitting(config, pairs, plan_one, with_overrides)
     return sorted(found, key=lambda s: (s.cost, -s.spare_bytes))[:limit]
 
 
-def _fitting(config, candidates, gpu, model_name, plan_config, with_overrides) -> list[Suggestion]:
+def _fitting(config, candidates, plan_one, with_overrides) -> list[Suggestion]:
     fitting = []
     for overrides, why, cost in candidates:
         try:
-            candidate = plan_config(with_overrides(config, overrides), gpu=gpu, model_name=model_name, suggest=False)
+            candidate = plan_one(with_overrides(config, overrides))
         except (ValueError, ZeroDivisionError, AttributeError):
             continue
         if candidate.fits:

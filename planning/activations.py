@@ -59,8 +59,11 @@ def layer_terms(model: ModelShape, layout: Layout) -> LayerTerms:
     elif layout.fused_attention:
         attention = qkv + layout.micro_batch * heads * seq * FP32
     else:
-        # megatron's local DotProductAttention repeats k and v to every head and keeps softmax(q k^T).
-        attention = 3 * q + layout.micro_batch * heads * seq * seq * e
+        # megatron's local DotProductAttention repeats k and v to every head and keeps softmax(q k^T); in bf16 the
+        # softmax runs in fp32 (attention_softmax_in_fp32, on by default) and keeps its fp32 output beside the bf16
+        # probabilities the next matmul keeps.
+        scores = layout.micro_batch * heads * seq * seq
+        attention = 3 * q + scores * (e + (FP32 if e != FP32 else 0))
     ffn = model.ffn_hidden // tp
     rms = tokens * e // shard
     if layout.fused_attention:  # Transformer Engine's spec

@@ -43,10 +43,15 @@ class Timing:
     tokens_per_second_per_gpu: float
     steps: int | None
     steps_note: str
+    # DPO with reference="precomputed" scores every pair once with the starting weights before step 1: a forward
+    # pass, a third of a training step's FLOPs, over the run's samples.
+    reference_prepass: bool = False
 
     @property
     def hours(self) -> float | None:
-        return None if self.steps is None else self.steps * self.step_seconds / 3600
+        if self.steps is None:
+            return None
+        return self.steps * self.step_seconds * (1 + (1 / 3 if self.reference_prepass else 0)) / 3600
 
 
 @dataclass(frozen=True)
@@ -122,7 +127,9 @@ class Plan:
             rows.append(f"at MFU {t.mfu:.1%} ({t.mfu_source}): {t.step_seconds:.2f} s/step, "
                         f"{t.tokens_per_second_per_gpu:,.0f} tokens/s/GPU")
             if t.hours is not None:
-                rows.append(f"run: {t.steps:,} steps ({t.steps_note}): {t.hours:.2f} h, {t.hours * lay.world:,.1f} GPU-hours")
+                prepass = ", with DPO's reference pre-pass (one forward over the pairs)" if t.reference_prepass else ""
+                rows.append(f"run: {t.steps:,} steps ({t.steps_note}){prepass}: {t.hours:.2f} h, "
+                            f"{t.hours * lay.world:,.1f} GPU-hours")
             else:
                 rows.append(f"run: {t.steps_note}")
         for suggestion in self.suggestions:
@@ -165,7 +172,9 @@ def _timing(model_name: str, model: ModelShape, lay: Layout, device: Accelerator
     mfu, source = assumed_mfu(model_name, lay.lora, device.name)
     step_seconds = flops.model_flops / (lay.world * device.peak_bf16_flops * mfu)
     run_steps, note = _steps(config, lay, steps)
-    return Timing(mfu, source, step_seconds, flops.tokens / step_seconds / lay.world, run_steps, note)
+    callbacks = read(config, "trainer.callbacks", []) or []
+    prepass = any(read(callback, "reference") == "precomputed" for callback in callbacks)
+    return Timing(mfu, source, step_seconds, flops.tokens / step_seconds / lay.world, run_steps, note, prepass)
 
 
 def _shape_of(model_name: str) -> ModelShape:

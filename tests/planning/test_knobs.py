@@ -67,3 +67,10 @@ def test_preference_micro_batch_is_two_sequences(recipe_config):
     assert dpo.layout.micro_batch == 2 and dpo.layout.preference
     # twice the tokens; only the rotary cos/sin (per position, not per sequence) stay the same
     assert dpo.stage.activations.layer == pytest.approx(2 * sft.stage.activations.layer, rel=0.01)
+
+
+def test_dpo_run_time_includes_its_reference_pre_pass(recipe_config):
+    dpo = plan_config(recipe_config("llama31_8b_dpo"), suggest=False).timing
+    simpo = plan_config(recipe_config("llama31_8b_simpo"), suggest=False).timing
+    assert dpo.reference_prepass and not simpo.reference_prepass
+    assert dpo.hours == pytest.approx(simpo.hours * 4 / 3)

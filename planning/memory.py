@@ -82,7 +82,7 @@ def stage_memory(model: ModelShape, layout: Layout, pp_rank: int, on_cpu: bool =
     lines.append(Line(
         "activations", activations.total - activations.output,
         f"{params.layers} layers x {activations.layer / GIB:.3f} GiB/layer/micro batch, {recompute} recompute, "
-        f"{attention}, {activations.in_flight:g} micro batches in flight"
+        f"{attention}, micro batches in flight: {activations.in_flight:g}"
         + (f", {layout.cpu_offloading_layers} layers offloaded to the CPU" if activations.offloaded else ""),
     ))
     if activations.output:

@@ -5,6 +5,9 @@ import nemo_run as run
 from recipes import algorithms, preference_algorithms
 from recipes.registry import recipe
 
+# What the recipes below are sized for (their "Sized for" sentences; tests/planning checks both agree
+# with the plan); the GPU count is each recipe's trainer.num_nodes x trainer.devices.
+TARGET_GPU = "h100-80gb"
 MODEL = "llama32_1b"
 
 

@@ -9,8 +9,9 @@ REPO = Path(__file__).resolve().parents[1]
 # top-level package (or launch.py) -> the project packages it may import; from README.md's layout table.
 ALLOWED = {
     "launch": {"launcher", "recipes", "common"},
-    "launcher": {"recipes", "models", "data", "training", "evaluation", "runtime", "conversion", "common"},
+    "launcher": {"recipes", "models", "data", "training", "evaluation", "planning", "runtime", "conversion", "common"},
     "evaluation": {"conversion", "common"},
+    "planning": {"recipes", "models", "common"},
     "recipes": {"models", "data", "training", "common"},
     "models": {"common"},
     "data": {"models", "common"},

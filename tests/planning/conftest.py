@@ -1,0 +1,71 @@
+"""Shared by the planning tests: NeMo imported once, recipes built once, megatron models built on the meta device
+for any tensor/pipeline rank through torch's fake process group."""
+
+import contextlib
+import functools
+import importlib
+
+import pytest
+
+
+@contextlib.contextmanager
+def as_rank(tp: int, pp: int, tp_rank: int = 0, pp_rank: int = 0):
+    """megatron's parallel state as rank (tp_rank, pp_rank) of a tp x pp job sees it, in this one process:
+    torch's "fake" backend answers collectives without peers, so modules get exactly that rank's shapes."""
+    import torch.distributed as dist
+    from megatron.core import parallel_state
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    # megatron orders ranks tp-cp-ep-dp-pp: with CP = DP = 1, rank = tp_rank + tp x pp_rank.
+    dist.init_process_group("fake", rank=tp_rank + tp * pp_rank, world_size=tp * pp, store=FakeStore())
+    try:
+        parallel_state.initialize_model_parallel(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
+                                                 create_gloo_process_groups=False)
+        yield
+    finally:
+        parallel_state.destroy_model_parallel()
+        dist.destroy_process_group()
+
+
+@functools.cache
+def recipe(name: str):
+    """A recipe's config, fitted to this machine as a launch would (no Transformer Engine: fusions off)."""
+    from recipes.registry import discover
+    from runtime import machine
+
+    config = getattr(importlib.import_module(discover()[name].module), name)()
+    machine.adapt(config)
+    return config
+
+
+@pytest.fixture(scope="session")
+def fake_rank():
+    return as_rank
+
+
+@pytest.fixture(scope="session")
+def recipe_config():
+    return recipe
+
+
+@pytest.fixture(scope="session")
+def saved_tensors():
+    """tests/planning/saved_tensors.py as a module (test folders are not packages here)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if "planning_saved_tensors" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("planning_saved_tensors", Path(__file__).with_name("saved_tensors.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return sys.modules["planning_saved_tensors"]
+
+
+@pytest.fixture(scope="session")
+def nemo_llm(nemo):
+    from runtime import no_te
+
+    no_te.enable()
+    return nemo

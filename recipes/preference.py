@@ -47,7 +47,7 @@ SIMPO_SETTINGS = {
 
 def preference_data(model_name: str, paths: list, seq_length: int, global_batch_size: int) -> run.Config:
     """Pairs of `paths`; micro/global batch sizes count sequences (2 per pair) and must be even."""
-    from data.preference_module import PreferenceDataModule
+    from data.preference.datamodule import PreferenceDataModule
 
     return run.Config(
         PreferenceDataModule,

@@ -19,7 +19,7 @@ def check_preference(get):
     index, callback = _preference_callback(get.config)
     if callback is None:
         return
-    from data.preference_module import batch_size_problems
+    from data.preference.datamodule import batch_size_problems
     from recipes.validation import has_transformer_engine  # that module imports this one
 
     packed = bool(get("data.pack_pairs", False))

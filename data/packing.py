@@ -46,7 +46,7 @@ from data.chat_templates import TemplateError, TokenizedSequence, prepare_templa
 from data.core.atomic import atomic_write
 from data.core.command import run_command
 from data.core.errors import BadLinePolicy, DataError
-from data.core.sources import read_records
+from data.core.sources import expand_inputs, read_records
 from data.core.tokenizer import load_hf_tokenizer
 from data.sft import KeyChoice, as_messages, messages_from_record, prompt_response_from_record
 
@@ -239,10 +239,11 @@ def run(args: argparse.Namespace) -> None:
         raise DataError("--pack-size must be at least 2")
     if args.context_parallel_size < 1:
         raise DataError("--context-parallel-size must be at least 1")
+    splits = [("training", args.train)] + ([("validation", args.validation)] if args.validation else [])
+    expand_inputs([path for _, path in splits])  # a missing input is named before the slow tokenizer load
     tokenizer = load_hf_tokenizer(args.tokenizer)
     template = prepare_template(args.template, tokenizer)
     paths = packed_paths(args.output_dir, args.pack_size)
-    splits = [("training", args.train)] + ([("validation", args.validation)] if args.validation else [])
     metadata = []
     for split, path in splits:
         policy = BadLinePolicy(skip=args.skip_bad_lines)

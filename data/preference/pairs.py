@@ -17,7 +17,7 @@ from data.chat_templates import TemplateError, prepare_template, tokenize_conver
 from data.core.atomic import atomic_write
 from data.core.command import run_command
 from data.core.errors import BadLinePolicy, DataError, require_field
-from data.core.sources import SourceRecord, read_records
+from data.core.sources import SourceRecord, expand_inputs, read_records
 from data.core.tokenizer import load_hf_tokenizer
 from data.sft import validate_messages
 
@@ -164,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def tokenize_pair_files(args: argparse.Namespace) -> None:
+    expand_inputs(args.input, directories=True)  # a missing input is named before the slow tokenizer load
     tokenizer = load_hf_tokenizer(args.tokenizer)
     template = prepare_template(args.template, tokenizer)
     policy = BadLinePolicy(skip=args.skip_bad_lines)

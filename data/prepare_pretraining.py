@@ -16,10 +16,12 @@ import sys
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Iterator, Sequence
+
+import numpy as np
 
 from data.core.atomic import atomic_outputs
 from data.core.command import run_command
@@ -27,6 +29,7 @@ from data.core.errors import DataError, json_type
 from data.core.sources import expand_inputs, json_object
 from data.core.tokenizer import load_backend_tokenizer, special_tokens, tokenizer_identity
 from data.corpus_tokenizer import corpus_record, record_path
+from data.indexed_dataset import IndexedDatasetWriter, token_dtype
 
 BATCH_BYTES = 1 << 20  # one encode call: enough documents to keep every tokenizer thread busy
 BATCHES_IN_FLIGHT = 2  # one being tokenized while the previous one is written
@@ -158,10 +161,8 @@ class Encoder:
     dtype: type
     eod_id: int | None
 
-    def encode(self, texts: list[str]):
+    def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """The documents' tokens back to back (in the output dtype) and each document's length."""
-        import numpy as np
-
         # tokenizer(texts).input_ids as transformers computes it (special tokens added), without offsets.
         documents = [encoding.ids for encoding in self.backend.encode_batch_fast(texts)]
         if self.eod_id is not None:
@@ -180,7 +181,7 @@ class Tally:
     tokens: int = 0
     max_token_id: int | None = None
 
-    def add(self, tokens, lengths) -> None:
+    def add(self, tokens: np.ndarray, lengths: np.ndarray) -> None:
         self.documents += len(lengths)
         self.empty_documents += int((lengths == 0).sum())
         self.tokens += tokens.size
@@ -252,8 +253,6 @@ def prepare(
     use_tokenizer_threads(workers)
     backend = load_backend_tokenizer(tokenizer_dir)
     identity = tokenizer_identity(tokenizer_dir, backend)
-    from data.indexed_dataset import IndexedDatasetWriter, token_dtype
-
     encoder = Encoder(backend, token_dtype(identity.vocab_size),
                       end_of_document_id(backend, tokenizer_dir) if append_eod else None)
     prefix = dataset_prefix(output_prefix, text_key)

@@ -112,25 +112,29 @@ def test_backend_tokenizer_gives_transformers_ids(tmp_path, larger_tokenizer, fo
     assert ours == AutoTokenizer.from_pretrained(str(folder_path))(texts).input_ids
 
 
+def run_in_fresh_interpreter(script: str) -> None:
+    """Run ``script`` in a new Python process, where sys.modules shows what preparing imported."""
+    subprocess.run([sys.executable, "-c", "import sys\n" + script], cwd=REPO, check=True)
+
+
 def test_prepare_imports_neither_transformers_nor_torch(tmp_path):
     corpus = tmp_path / "in.jsonl"
     corpus.write_text('{"text": "hello"}\n{"text": "world"}\n')
-    script = (
-        "import sys\nfrom data.prepare_pretraining import prepare\n"
+    run_in_fresh_interpreter(
+        "from data.prepare_pretraining import prepare\n"
         f"prepare({str(corpus)!r}, {TINY!r}, {str(tmp_path / 'c')!r}, workers=2)\n"
         "heavy = sorted({'transformers', 'torch', 'megatron', 'nemo'} & {m.split('.')[0] for m in sys.modules})\n"
         "assert not heavy, heavy\n"
     )
-    subprocess.run([sys.executable, "-c", script], cwd=REPO, check=True)
 
 
 def test_bad_line_is_reported_before_the_tokenizer_is_loaded(tmp_path):
     corpus = tmp_path / "in.jsonl"
     corpus.write_text('{"text": "hello"}\n' * 1000 + '{"text": 1}\n')
-    script = (
-        "import sys\nfrom data.core.errors import DataError\nfrom data.prepare_pretraining import prepare\n"
+    run_in_fresh_interpreter(
+        "from data.core.errors import DataError\nfrom data.prepare_pretraining import prepare\n"
         f"try:\n    prepare({str(corpus)!r}, {TINY!r}, {str(tmp_path / 'c')!r})\n"
         "except DataError as error:\n    assert ':1001: ' in str(error), error\n"
+        "else:\n    raise AssertionError('no error')\n"
         "assert 'tokenizers' not in sys.modules\n"
     )
-    subprocess.run([sys.executable, "-c", script], cwd=REPO, check=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from data import chat_templates, sft
+from data import chat_templates
 from data.core.errors import BadLinePolicy, DataError
 from data.core.tokenizer import load_hf_tokenizer
 from data.preference import pairs

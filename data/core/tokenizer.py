@@ -13,14 +13,14 @@ from pathlib import Path
 
 from data.core.errors import DataError
 
-# transformers classes whose fast tokenizer is tokenizer.json as is: their __init__ does not rebuild the
-# normalizer, pre-tokenizer or post-processor (LlamaTokenizerFast, for one, rebuilds the post-processor
-# from add_bos_token/add_eos_token, so it goes through transformers).
+# transformers classes whose __init__ adds nothing of its own to PreTrainedTokenizerFast's (LlamaTokenizerFast,
+# for one, rebuilds the post-processor from add_bos_token/add_eos_token, so it goes through transformers).
 UNCHANGED_BY_TRANSFORMERS = {
     "PreTrainedTokenizerFast", "GPT2Tokenizer", "GPT2TokenizerFast", "Qwen2Tokenizer", "Qwen2TokenizerFast",
 }
-# tokenizer_config.json settings that make transformers change the backend it loaded.
-BACKEND_CHANGING_SETTINGS = ("add_bos_token", "add_eos_token", "add_prefix_space", "from_slow", "legacy")
+# tokenizer_config.json settings that make transformers change or rebuild the backend it loaded.
+BACKEND_CHANGING_SETTINGS = ("add_bos_token", "add_eos_token", "from_slow", "legacy")
+ADDED_TOKEN_FLAGS = ("single_word", "lstrip", "rstrip", "normalized", "special")
 SPECIAL_TOKEN_KEYS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 
 
@@ -67,35 +67,46 @@ def special_tokens(folder: Path) -> dict[str, str]:
     return {key: _token_text(settings[key]) for key in SPECIAL_TOKEN_KEYS if _token_text(settings.get(key))}
 
 
-def _declared_tokens(config: dict, special: dict[str, str]) -> set[str]:
-    added = {_token_text(token) for token in config.get("added_tokens_decoder", {}).values()}
-    extra = {_token_text(token) for token in config.get("additional_special_tokens", [])}
-    return {token for token in added | extra | set(special.values()) if token}
+def loaded_unchanged(config: dict, special: dict[str, str], tokenizer_json: dict) -> bool:
+    """Whether transformers' fast tokenizer for this folder is tokenizer.json as is (transformers 4.57's
+    PreTrainedTokenizerFast.__init__: it adds every configured token not already added with the same flags,
+    and resets a top-level pre-tokenizer's add_prefix_space to the configured one, default False)."""
+    if config.get("tokenizer_class") not in UNCHANGED_BY_TRANSFORMERS:
+        return False
+    if any(config.get(key) for key in BACKEND_CHANGING_SETTINGS):
+        return False
+    added = {token["content"]: token for token in tokenizer_json.get("added_tokens", [])}
+    for token in config.get("added_tokens_decoder", {}).values():
+        same = added.get(token.get("content"))
+        if same is None or any(same.get(flag) != token.get(flag) for flag in ADDED_TOKEN_FLAGS):
+            return False
+    extra = [_token_text(token) for token in config.get("additional_special_tokens", [])]
+    if any(token not in added for token in [*special.values(), *extra]):
+        return False
+    pre_tokenizer = tokenizer_json.get("pre_tokenizer") or {}
+    return pre_tokenizer.get("add_prefix_space", False) == bool(config.get("add_prefix_space", False))
 
 
 def load_backend_tokenizer(folder: str | Path):
     """The ``tokenizers.Tokenizer`` that transformers' fast tokenizer would encode with.
 
-    Read straight from tokenizer.json when transformers would use it unchanged (its class is in
-    UNCHANGED_BY_TRANSFORMERS, no backend-changing setting, every declared special token already in the
-    vocabulary); otherwise taken from transformers (slow start, same ids). Truncation and padding are off,
-    as transformers turns them off for a plain ``tokenizer(texts)`` call.
+    Read straight from tokenizer.json when transformers would use it unchanged (:func:`loaded_unchanged`),
+    otherwise taken from transformers (slow start, same ids). Truncation and padding are off, as
+    transformers turns them off for a plain ``tokenizer(texts)`` call.
     """
     folder = require_tokenizer_folder(folder)
+    path = folder / "tokenizer.json"
     config = _json_file(folder / "tokenizer_config.json")
     backend = None
-    if (folder / "tokenizer.json").is_file() and config.get("tokenizer_class") in UNCHANGED_BY_TRANSFORMERS:
+    if path.is_file() and config.get("tokenizer_class") in UNCHANGED_BY_TRANSFORMERS:
         from tokenizers import Tokenizer
 
+        text = path.read_text(encoding="utf-8")
         try:
-            backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            if loaded_unchanged(config, special_tokens(folder), json.loads(text)):
+                backend = Tokenizer.from_str(text)
         except Exception as error:  # tokenizers raises Exception for a malformed file
             raise DataError(f"cannot load a Hugging Face tokenizer from {folder}: {error}") from error
-        declared = _declared_tokens(config, special_tokens(folder))
-        if any(config.get(key) for key in BACKEND_CHANGING_SETTINGS) or any(
-            backend.token_to_id(token) is None for token in declared
-        ):
-            backend = None
     if backend is None:
         backend = load_hf_tokenizer(folder).backend_tokenizer
     backend.no_truncation()

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data.core.tokenizer import load_backend_tokenizer
+from data.core.tokenizer import load_backend_tokenizer, loaded_unchanged, special_tokens
 from data.corpus_tokenizer import check_corpus_fits, read_record
 from data.prepare_pretraining import prepare
 
@@ -91,21 +91,36 @@ def test_missing_corpus_is_left_to_the_missing_data_check(tmp_path):
     assert check_corpus_fits(tmp_path / "nothing", TINY, 4096) == []
 
 
-@pytest.mark.parametrize("folder", ["tiny", "larger", "with_token_transformers_adds"])
+def changed_copy(source: str, destination: Path, change: str) -> Path:
+    """A copy of a tokenizer folder that transformers loads differently from its tokenizer.json."""
+    folder = shutil.copytree(source, destination)
+    if change == "token_transformers_adds":  # a declared token missing from tokenizer.json
+        config = json.loads((folder / "tokenizer_config.json").read_text())
+        config["additional_special_tokens"].append("<|tool|>")
+        (folder / "tokenizer_config.json").write_text(json.dumps(config))
+        (folder / "special_tokens_map.json").unlink()
+    else:  # transformers resets add_prefix_space to the configured value, False when not configured
+        tokenizer_json = json.loads((folder / "tokenizer.json").read_text())
+        tokenizer_json["pre_tokenizer"]["add_prefix_space"] = True
+        (folder / "tokenizer.json").write_text(json.dumps(tokenizer_json))
+    return folder
+
+
+@pytest.mark.parametrize("folder", ["tiny", "larger", "token_transformers_adds", "prefix_space_transformers_resets"])
 def test_backend_tokenizer_gives_transformers_ids(tmp_path, larger_tokenizer, folder):
     from transformers import AutoTokenizer
 
-    if folder == "with_token_transformers_adds":
-        # transformers adds a declared token missing from tokenizer.json, so the folder goes through it.
-        folder_path = shutil.copytree(TINY, tmp_path / folder)
-        config = json.loads((folder_path / "tokenizer_config.json").read_text())
-        config["additional_special_tokens"].append("<|tool|>")
-        (folder_path / "tokenizer_config.json").write_text(json.dumps(config))
-        (folder_path / "special_tokens_map.json").unlink()
+    if folder == "tiny":
+        folder_path = Path(TINY)
+    elif folder == "larger":
+        folder_path = Path(larger_tokenizer)
     else:
-        folder_path = TINY if folder == "tiny" else larger_tokenizer
+        folder_path = changed_copy(TINY if folder == "token_transformers_adds" else larger_tokenizer, tmp_path / folder, folder)
+    tokenizer_json = json.loads((folder_path / "tokenizer.json").read_text())
+    config = json.loads((folder_path / "tokenizer_config.json").read_text())
+    assert loaded_unchanged(config, special_tokens(folder_path), tokenizer_json) == (folder in ("tiny", "larger"))
     texts = [json.loads(line)["text"] for line, _ in zip(PYDOC.open(), range(20))]
-    texts += ["", "<|endoftext|> and <|im_start|>user", "<|tool|> call", "naïve café — 東京"]
+    texts += ["", "hello", "<|endoftext|> and <|im_start|>user", "<|tool|> call", "naïve café — 東京"]
 
     ours = [encoding.ids for encoding in load_backend_tokenizer(folder_path).encode_batch_fast(texts)]
 

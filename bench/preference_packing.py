@@ -56,7 +56,7 @@ def build_model(name: str, seq_length: int, device: str):
 
 
 def micro_batches(records: list[dict], layout: str, pairs_per_micro_batch: int, seq_length: int) -> list[dict]:
-    from data.preference_module import indexed_pairs, collate_packs, collate_pairs, pack_pairs
+    from data.preference.datamodule import indexed_pairs, collate_packs, collate_pairs, pack_pairs
 
     pairs = indexed_pairs(records)
     if layout == "packed":
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
         from runtime import cpu
 
         cpu.enable()
-    from data.preference_module import load_pairs, pair_tokens
+    from data.preference.datamodule import load_pairs, pair_tokens
 
     model, tokenizer = build_model(args.model, args.seq_length, args.device)
     records = [r for r in load_pairs([args.pairs], tokenizer.tokenizer, "chatml") if pair_tokens(r)[1] <= args.seq_length]

@@ -6,7 +6,10 @@
 Both tools run as subprocesses on the same generated corpus (the shipped pydoc corpus repeated to
 --target-mb), with the same tokenizer, worker count and --append-eod; the bench prints tokens/s end to
 end (imports included), tokens/s after subtracting each tool's start-up cost (measured on a one-document
-corpus), the ratio ours/theirs, and whether the .bin/.idx files are byte-identical.
+corpus), the ratio ours/theirs, and whether the .bin/.idx files are byte-identical. It also times the
+bare fast tokenizer on the same documents (transformers' ``tokenizer(texts)``, tokenizer loaded and
+texts read beforehand, same thread count) and prints ours / tokenizer-only: the floor this tool can
+approach. The three run alternately, so a busy machine slows them alike; medians of --repeats.
 
 The Megatron-LM checkout is yours to provide (this repository holds none of its code). Its
 megatron/core shadows the installed megatron-core, so check out the tag matching the installed version
@@ -65,6 +68,26 @@ def theirs_command(
             "--log-interval", str(10**9)]
 
 
+# The bare tokenizer call on the corpus' documents, timed alone (loading and reading are not counted).
+TOKENIZER_ONLY = """
+import json, sys, time
+from transformers import AutoTokenizer
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])
+with open(sys.argv[2], "rb") as corpus:
+    texts = [json.loads(line)["text"] for line in corpus if line.strip()]
+started = time.perf_counter()
+tokenizer(texts)
+print(time.perf_counter() - started)
+"""
+
+
+def tokenizer_only_seconds(tokenizer: Path, corpus: Path, workers: int) -> float:
+    env = dict(os.environ, RAYON_NUM_THREADS=str(workers))  # the Rust thread pool: same count as the tools
+    result = subprocess.run([sys.executable, "-c", TOKENIZER_ONLY, str(tokenizer), str(corpus)],
+                            cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    return float(result.stdout.split()[-1])
+
+
 def timed(command: list[str], env: dict[str, str], output_prefix: Path, label: str) -> Run:
     output_prefix.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -102,15 +125,17 @@ def bench_tokenizer(args, tokenizer: Path, corpus: Path, tiny_corpus: Path, work
         return timed(command, theirs_env, out / f"theirs_{tag}", "Megatron-LM preprocess_data.py")
 
     ours_startup, theirs_startup = ours(tiny_corpus, "startup").seconds, theirs(tiny_corpus, "startup").seconds
-    ours_runs, theirs_runs = [], []
-    for _ in range(args.repeats):  # interleaved, so a busy machine slows both alike
+    ours_runs, theirs_runs, tokenizer_runs = [], [], []
+    for _ in range(args.repeats):  # interleaved, so a busy machine slows all alike
         ours_runs.append(ours(corpus, "full"))
         theirs_runs.append(theirs(corpus, "full"))
+        tokenizer_runs.append(tokenizer_only_seconds(tokenizer, corpus, args.workers))
 
     tokens = token_count(ours_runs[-1].prefix)
     same = identical(ours_runs[-1].prefix, theirs_runs[-1].prefix)
     ours_s = statistics.median(r.seconds for r in ours_runs)
     theirs_s = statistics.median(r.seconds for r in theirs_runs)
+    tokenizer_s = statistics.median(tokenizer_runs)
     ours_steady = tokens / max(ours_s - ours_startup, 1e-9)
     theirs_steady = tokens / max(theirs_s - theirs_startup, 1e-9)
 
@@ -120,8 +145,12 @@ def bench_tokenizer(args, tokenizer: Path, corpus: Path, tiny_corpus: Path, work
     for label, seconds, startup, steady in (("ours", ours_s, ours_startup, ours_steady),
                                             ("Megatron-LM", theirs_s, theirs_startup, theirs_steady)):
         print(f"  {label:12} {seconds:8.1f} {startup:10.1f} {tokens / seconds:12,.0f} {steady:21,.0f}")
+    print(f"  {'tokenizer only':14} {tokenizer_s:6.1f} {'':10} {tokens / tokenizer_s:12,.0f}   (transformers tokenizer(texts))")
     print(f"  ratio ours/theirs: {theirs_s / ours_s:.2f}x end to end, "
           f"{ours_steady / theirs_steady:.2f}x without start-up")
+    print(f"  ours / tokenizer only: {ours_s / tokenizer_s:.2f}x the time")
+    print(f"  each run, seconds: ours {[round(r.seconds, 1) for r in ours_runs]}, "
+          f"Megatron-LM {[round(r.seconds, 1) for r in theirs_runs]}, tokenizer {[round(t, 1) for t in tokenizer_runs]}")
     print(f"  outputs byte-identical (.bin and .idx): {'yes' if same else 'NO'}", flush=True)
 
 

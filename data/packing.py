@@ -1,10 +1,7 @@
 """Pack tokenized SFT conversations into fixed-size bins for NeMo's packed-sequence training.
 
-``python -m data.packing --train training.jsonl [--validation validation.jsonl] --tokenizer DIR
---template chatml --pack-size 2048 --output-dir DIR/packed [--context-parallel-size 2] [--truncate]``
-
-reads normalised SFT JSONL (``messages`` or ``input``/``output`` records, see ``data.sft``), tokenizes each
-record with answer-only loss (``data.sft.tokenize_conversation``), packs, and writes exactly what NeMo 2.7's
+Reads normalised SFT JSONL (``messages`` or ``input``/``output`` records, :mod:`data.sft`), tokenizes each
+record with answer-only loss (:func:`data.chat_templates.tokenize_conversation`), packs, and writes exactly what NeMo 2.7's
 own ``prepare_packed_sequence_data`` writes, so ``FineTuningDataModule`` trains on it unchanged:
 
 * ``training_{N}.npy`` / ``validation_{N}.npy``: a pickled object array of dicts, one per bin, read by
@@ -45,21 +42,13 @@ from typing import Sequence
 
 import numpy as np
 
-from data.sft import (
-    BadLinePolicy,
-    DataError,
-    KeyChoice,
-    TemplateError,
-    TokenizedSequence,
-    as_messages,
-    atomic_write,
-    load_tokenizer,
-    messages_from_record,
-    prepare_template,
-    prompt_response_from_record,
-    read_records,
-    tokenize_conversation,
-)
+from data.chat_templates import TemplateError, TokenizedSequence, prepare_template, tokenize_conversation
+from data.core.atomic import atomic_write
+from data.core.command import run_command
+from data.core.errors import BadLinePolicy, DataError
+from data.core.sources import expand_inputs, read_records
+from data.core.tokenizer import load_hf_tokenizer
+from data.sft import KeyChoice, as_messages, messages_from_record, prompt_response_from_record
 
 
 @dataclass(frozen=True)
@@ -231,29 +220,16 @@ def packed_paths(output_dir: Path | str, pack_size: int) -> dict[str, Path]:
     }
 
 
-def nemo_packed_sequence_specs(output_dir: Path | str, pack_size: int, pad_cu_seqlens: bool = False):
-    """``PackedSequenceSpecs`` pointing ``FineTuningDataModule`` at the files written here."""
-    from nemo.collections.llm.gpt.data.packed_sequence import PackedSequenceSpecs
-
-    paths = packed_paths(output_dir, pack_size)
-    return PackedSequenceSpecs(
-        packed_sequence_size=pack_size,
-        packed_train_data_path=str(paths["training"]),
-        packed_val_data_path=str(paths["validation"]) if paths["validation"].exists() else None,
-        packed_metadata_path=str(paths["metadata"]),
-        pad_cu_seqlens=pad_cu_seqlens,
-    )
-
-
 def run(args: argparse.Namespace) -> None:
     if args.pack_size < 2:
         raise DataError("--pack-size must be at least 2")
     if args.context_parallel_size < 1:
         raise DataError("--context-parallel-size must be at least 1")
-    tokenizer = load_tokenizer(args.tokenizer)
+    splits = [("training", args.train)] + ([("validation", args.validation)] if args.validation else [])
+    expand_inputs([path for _, path in splits])  # a missing input is named before the slow tokenizer load
+    tokenizer = load_hf_tokenizer(args.tokenizer)
     template = prepare_template(args.template, tokenizer)
     paths = packed_paths(args.output_dir, args.pack_size)
-    splits = [("training", args.train)] + ([("validation", args.validation)] if args.validation else [])
     metadata = []
     for split, path in splits:
         policy = BadLinePolicy(skip=args.skip_bad_lines)
@@ -285,12 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (DataError, TemplateError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command(lambda: run(args))
 
 
 if __name__ == "__main__":

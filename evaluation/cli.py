@@ -7,6 +7,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from common import cli
 from evaluation.errors import EvaluationFailure, Refusal
 from evaluation.tasks import DEFAULT_BENCHMARKS, available_benchmarks, parse_data_overrides
 
@@ -155,15 +156,13 @@ def dispatch(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return dispatch(sys.argv[1:] if argv is None else argv)
-    except Refusal as refusal:
-        print(f"error: {refusal}", file=sys.stderr)
-        return 2
-    except EvaluationFailure as failure:
-        print(f"error: {failure}", file=sys.stderr)
-        return 1
-    except Exception as error:  # an unforeseen failure after work started: the trace, then one error line
-        traceback.print_exc()
-        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
+    def evaluate_or_fail() -> int:
+        try:
+            return dispatch(sys.argv[1:] if argv is None else argv)
+        except (Refusal, EvaluationFailure):
+            raise
+        except Exception as error:  # an unforeseen failure after work started: the trace, then one error line
+            traceback.print_exc()
+            raise EvaluationFailure(f"{type(error).__name__}: {error}") from error
+
+    return cli.run(evaluate_or_fail)

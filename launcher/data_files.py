@@ -28,7 +28,7 @@ def require(data) -> None:
 
 
 def is_preference_data(data) -> bool:
-    from data.preference_module import PreferenceDataModule
+    from data.preference.datamodule import PreferenceDataModule
 
     return issubclass(fdl.get_callable(data), PreferenceDataModule)
 

@@ -1,6 +1,6 @@
 """Preference optimisation defaults, written once: `dpo(model_name, lora)` and `simpo(model_name, lora)`.
 
-Both return an `llm.finetune` partial over `data.preference_module.PreferenceDataModule` with the
+Both return an `llm.finetune` partial over `data.preference.datamodule.PreferenceDataModule` with the
 `training.preference_steps.PreferenceTraining` callback carrying the loss (`trainer.callbacks[0]`).
 
 Reference model (DPO): with `lora=True` the same weights with the adapters switched off
@@ -47,7 +47,7 @@ SIMPO_SETTINGS = {
 
 def preference_data(model_name: str, paths: list, seq_length: int, global_batch_size: int) -> run.Config:
     """Pairs of `paths`; micro/global batch sizes count sequences (2 per pair) and must be even."""
-    from data.preference_module import PreferenceDataModule
+    from data.preference.datamodule import PreferenceDataModule
 
     return run.Config(
         PreferenceDataModule,

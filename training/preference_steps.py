@@ -12,7 +12,7 @@ gathers over the sharded vocabulary, so every rank holds the same full values).
 Sequence log-probs sum over answer tokens only. Sequences 2i / 2i+1 of a micro batch are chosen /
 rejected of pair i: rows of a padded batch, or segments of the rows of a packed one (packed sequences go
 in as THD boundaries with Transformer Engine, as a block-diagonal mask to megatron's local attention; see
-data/preference_module.py).
+data/preference/datamodule.py).
 
 The reference model (DPO), one of:
 

@@ -23,7 +23,7 @@ def check_preference(get: View):
     index, callback = _preference_callback(get.config)
     if callback is None:
         return
-    from data.preference_module import batch_size_problems
+    from data.preference.datamodule import batch_size_problems
 
     packed = bool(get("data.pack_pairs", False))
     yield from batch_size_problems(get("data.micro_batch_size", 2), get("data.global_batch_size", 2), packed)

@@ -11,8 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data import packing, sft
-from data.sft import BadLinePolicy, DataError, TokenizedSequence
+import fiddle as fdl
+
+from data import chat_templates, packing, sft
+from recipes import factories
+from data.chat_templates import TokenizedSequence
+from data.core.errors import BadLinePolicy, DataError
+from data.core.tokenizer import load_hf_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_TOKENIZER = REPO / "models" / "tokenizers" / "tiny"
@@ -21,7 +26,7 @@ EXAMPLES = REPO / "data" / "sft_examples" / "prompt_response.jsonl"
 
 @pytest.fixture(scope="module")
 def tiny_tokenizer():
-    return sft.load_tokenizer(TINY_TOKENIZER)
+    return load_hf_tokenizer(TINY_TOKENIZER)
 
 
 @pytest.fixture(scope="module")
@@ -158,15 +163,15 @@ def test_cli_writes_npy_and_metadata_reproducibly(dataset_root, tmp_path, capsys
     assert [m["pack_size"] for m in metadata] == [256, 256]
     bins = np.load(out / "training_256.npy", allow_pickle=True)
     assert sum(len(b["seq_start_id"]) for b in bins) == sum(1 for _ in open(dataset_root / "training.jsonl"))
-    template = sft.load_template("chatml")
+    template = chat_templates.load_template("chatml")
     first = json.loads(open(dataset_root / "training.jsonl").readline())
-    expected = sft.tokenize_conversation(first["messages"], tiny_tokenizer, template).input_ids
+    expected = chat_templates.tokenize_conversation(first["messages"], tiny_tokenizer, template).input_ids
     pieces = [ids for ids, _ in unpack(list(bins))]
     assert any(ids[: len(expected)] == expected and (len(ids) - 1) % 4 == 0 for ids in pieces)
 
 
 def test_cli_long_sequence_error_names_line(dataset_root, tmp_path, capsys):
-    assert run_cli(dataset_root, tmp_path, "--pack-size", "16") == 1
+    assert run_cli(dataset_root, tmp_path, "--pack-size", "16") == 2
     assert f"{dataset_root / 'training.jsonl'}:1: sequence has" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.npy"))
     assert run_cli(dataset_root, tmp_path / "cut", "--pack-size", "16", "--truncate") == 0
@@ -176,7 +181,7 @@ def test_cli_long_sequence_error_names_line(dataset_root, tmp_path, capsys):
 def test_tokenize_file_bad_lines(tmp_path, tiny_tokenizer):
     path = tmp_path / "t.jsonl"
     path.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n{"input": "a", "output": "b"}\n')
-    template = sft.load_template("chatml")
+    template = chat_templates.load_template("chatml")
     with pytest.raises(DataError, match=r"t.jsonl:1: .*last message must be from the assistant"):
         packing.tokenize_file(str(path), tiny_tokenizer, template, 64, 1, False, BadLinePolicy())
     policy = BadLinePolicy(skip=True)
@@ -200,7 +205,7 @@ def test_nemo_finetuning_datamodule_reads_packed_files(dataset_root, tmp_path, t
         tokenizer=AutoTokenizer(str(TINY_TOKENIZER)),
         micro_batch_size=1,
         global_batch_size=2,
-        packed_sequence_specs=packing.nemo_packed_sequence_specs(out, 256, pad_cu_seqlens=pad_cu_seqlens),
+        packed_sequence_specs=fdl.build(factories.packed(str(out), 256, pad_cu_seqlens=pad_cu_seqlens)),
         dataset_kwargs={"pad_to_max_length": True} if pad_cu_seqlens else None,
     )
     datamodule.prepare_data()  # our files exist, so NeMo must not re-pack them
@@ -228,7 +233,7 @@ def test_nemo_finetuning_datamodule_reads_packed_files(dataset_root, tmp_path, t
 
 
 def conversations_by_ids(dataset_root: Path, tokenizer):
-    template = sft.load_template("chatml")
+    template = chat_templates.load_template("chatml")
     for line in open(dataset_root / "training.jsonl"):
         messages = json.loads(line)["messages"]
-        yield tuple(sft.tokenize_conversation(messages, tokenizer, template).input_ids), messages
+        yield tuple(chat_templates.tokenize_conversation(messages, tokenizer, template).input_ids), messages

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from data import preference, sft
-from data.sft import BadLinePolicy, DataError
+from data import chat_templates
+from data.core.errors import BadLinePolicy, DataError
+from data.core.tokenizer import load_hf_tokenizer
+from data.preference import pairs
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_TOKENIZER = REPO / "models" / "tokenizers" / "tiny"
@@ -18,12 +20,12 @@ LLAMA3_SPECIAL_TOKENS = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_head
 
 @pytest.fixture(scope="module")
 def tiny_tokenizer():
-    return sft.load_tokenizer(TINY_TOKENIZER)
+    return load_hf_tokenizer(TINY_TOKENIZER)
 
 
 @pytest.fixture(scope="module")
 def llama3_tokenizer():
-    tokenizer = sft.load_tokenizer(TINY_TOKENIZER)
+    tokenizer = load_hf_tokenizer(TINY_TOKENIZER)
     tokenizer.add_special_tokens({"additional_special_tokens": LLAMA3_SPECIAL_TOKENS})
     return tokenizer
 
@@ -46,7 +48,7 @@ def conversation_pair(prompt_messages: list[dict], chosen: str, rejected: str) -
 
 def tokenize(paths, tokenizer, template="chatml", skip=False):
     policy = BadLinePolicy(skip=skip)
-    records = preference.tokenize_pairs([str(p) for p in paths], tokenizer, sft.load_template(template), policy)
+    records = pairs.tokenize_pairs([str(p) for p in paths], tokenizer, chat_templates.load_template(template), policy)
     return records, policy
 
 
@@ -60,10 +62,10 @@ def test_example_pairs_tokenize_to_prompt_and_masked_answers(tiny_tokenizer, lla
     records, _ = tokenize([EXAMPLE_PAIRS], tokenizer, template_name)
     raw = [json.loads(line) for line in open(EXAMPLE_PAIRS)]
     assert len(records) == len(raw) >= 100
-    template = sft.load_template(template_name)
+    template = chat_templates.load_template(template_name)
     for record, pair in zip(records[:40], raw):
         for side in ("chosen", "rejected"):
-            full = sft.tokenize_conversation(pair[side], tokenizer, template)
+            full = chat_templates.tokenize_conversation(pair[side], tokenizer, template)
             assert record["prompt_ids"] + record[f"{side}_ids"] == full.input_ids
             answer = pair[side][-1]["content"] + end_of_turn
             assert decode_trained(record[f"{side}_ids"], record[f"{side}_loss_mask"], tokenizer) == answer
@@ -129,11 +131,11 @@ def test_cli_outputs_round_trip_and_are_reproducible(tmp_path, tiny_tokenizer, c
     for suffix in (".jsonl", ".npy"):
         out = tmp_path / f"pairs{suffix}"
         argv = ["--input", str(EXAMPLE_PAIRS), "--output", str(out), "--tokenizer", str(TINY_TOKENIZER)]
-        assert preference.main(argv) == 0
+        assert pairs.main(argv) == 0
         first = out.read_bytes()
-        assert preference.main(argv) == 0
+        assert pairs.main(argv) == 0
         assert out.read_bytes() == first
-        written[suffix] = preference.read_pairs(out)
+        written[suffix] = pairs.read_pairs(out)
     assert written[".jsonl"] == [dict(r) for r in written[".npy"]]
     assert written[".jsonl"] == tokenize([EXAMPLE_PAIRS], tiny_tokenizer)[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.jsonl", "pairs.npy"]  # no temp files
@@ -143,8 +145,8 @@ def test_cli_outputs_round_trip_and_are_reproducible(tmp_path, tiny_tokenizer, c
 def test_cli_empty_input_and_skip_report(tmp_path, capsys):
     empty = write_lines(tmp_path / "empty.jsonl", [""])
     argv = ["--output", str(tmp_path / "o.jsonl"), "--tokenizer", str(TINY_TOKENIZER)]
-    assert preference.main(["--input", str(empty), *argv]) == 1
+    assert pairs.main(["--input", str(empty), *argv]) == 2
     assert "no usable preference pairs" in capsys.readouterr().err
     mixed = write_lines(tmp_path / "mixed.jsonl", ["nope", {"prompt": "q", "chosen": "a", "rejected": "b"}])
-    assert preference.main(["--input", str(mixed), *argv, "--skip-bad-lines"]) == 0
+    assert pairs.main(["--input", str(mixed), *argv, "--skip-bad-lines"]) == 0
     assert "skipped 1 bad line(s)" in capsys.readouterr().err

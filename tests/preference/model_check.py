@@ -59,7 +59,7 @@ def score(world: int, full: dict) -> dict:
     from nemo.collections.common.tokenizers.huggingface.auto_tokenizer import AutoTokenizer
     from nemo.collections.llm.gpt.model.llama import Llama3Config
 
-    from data.preference_module import collate_packs, collate_pairs, load_pairs
+    from data.preference.datamodule import collate_packs, collate_pairs, load_pairs
     from models.catalog import MODELS
     from recipes.tiny_llama_preference import PAIRS as PAIRS_FILE
     from training.preference_losses import DPOLoss, SimPOLoss, batch_logps, sequence_logps

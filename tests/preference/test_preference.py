@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from data.preference_module import PreferenceConfigError, PreferenceDataModule, collate_packs, collate_pairs
+from data.preference.datamodule import PreferenceConfigError, PreferenceDataModule, collate_packs, collate_pairs
 from launching import child_environment, interrupt_after
 from training.preference_losses import DPOLoss, SimPOLoss
 from training.preference_steps import PreferenceLossReduction

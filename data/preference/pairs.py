@@ -1,66 +1,24 @@
-"""Preference pairs (for DPO / SimPO / ...): validate, tokenize with a chat template, write JSONL or .npy.
-
-``python -m data.preference --input pairs.jsonl [more.jsonl 'dir/*.jsonl'] --output pairs.tok.jsonl
---tokenizer DIR --template chatml [--skip-bad-lines]``
-
-Accepted input records (one per JSONL line, or rows of a ``datasets.save_to_disk`` directory):
-
-* ``{"chosen": [messages], "rejected": [messages]}`` -- two conversations that share every message but
-  the last (the prompt) and end with an assistant turn each;
-* ``{"prompt": "text", "chosen": "text", "rejected": "text"}`` -- a single user turn and two answers;
-* ``{"prompt": [messages], "chosen": ..., "rejected": ...}`` where each answer is a string or a list
-  holding exactly one assistant message (the TRL "conversational" layout).
-
-Messages are ``{"role": "system"|"user"|"assistant", "content": text}`` and are stripped of surrounding
-whitespace.  A pair is rejected (``file:line`` and the field in the message; ``--skip-bad-lines`` skips
-and counts) when the prompts differ, a final turn is not from the assistant, the two answers are
-identical, or the prompt tokenizes differently in front of the two answers.
-
-Output schema -- one record per pair, the same keys in the ``.jsonl`` lines and in the dicts of the
-``.npy`` object array (``np.load(path, allow_pickle=True)``)::
-
-    {
-      "source": "pairs.jsonl:12",      # where the pair came from
-      "prompt_ids": [int, ...],        # template-rendered prompt, ending with the assistant header
-                                       # (e.g. "<|im_start|>assistant\\n"); includes BOS if the template has one
-      "chosen_ids": [int, ...],        # the chosen answer: content, end-of-turn token, then any untrained
-                                       # template suffix (e.g. "\\n" after <|im_end|> in ChatML)
-      "chosen_loss_mask": [0|1, ...],  # same length as chosen_ids; 1 on content + end-of-turn token
-      "rejected_ids": [int, ...],      # likewise for the rejected answer
-      "rejected_loss_mask": [0|1, ...]
-    }
-
-The full chosen sequence is ``prompt_ids + chosen_ids`` and is exactly what ``data.sft`` tokenizes for the
-conversation ``prompt + [chosen]``; likewise for rejected.  Masks are token-aligned (``mask[i]`` is about
-token ``i`` itself); to score log-probabilities, shift as usual: the logit at position ``t`` predicts token
-``t + 1``, so sum ``log p(ids[t + 1])`` over ``t`` with ``mask[t + 1] == 1``.  Prompt tokens are never in the
-loss, including earlier assistant turns of a multi-turn prompt.
-"""
+"""Preference pairs: the accepted pair layouts validated into prompt + chosen + rejected, tokenized with a
+chat template into ``prompt_ids`` / ``chosen_ids`` / ``rejected_ids`` and their loss masks, written and read
+back as JSONL or .npy (schema in data/README.md)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from data.sft import (
-    BadLinePolicy,
-    DataError,
-    SourceRecord,
-    TemplateError,
-    atomic_write,
-    load_tokenizer,
-    prepare_template,
-    read_records,
-    require_field,
-    tokenize_conversation,
-    validate_messages,
-)
+from data.chat_templates import TemplateError, prepare_template, tokenize_conversation
+from data.core.atomic import atomic_write
+from data.core.command import run_command
+from data.core.errors import BadLinePolicy, DataError, require_field
+from data.core.sources import SourceRecord, expand_inputs, read_records
+from data.core.tokenizer import load_hf_tokenizer
+from data.sft import validate_messages
 
 
 @dataclass(frozen=True)
@@ -204,21 +162,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def tokenize_pair_files(args: argparse.Namespace) -> None:
+    expand_inputs(args.input, directories=True)  # a missing input is named before the slow tokenizer load
+    tokenizer = load_hf_tokenizer(args.tokenizer)
+    template = prepare_template(args.template, tokenizer)
+    policy = BadLinePolicy(skip=args.skip_bad_lines)
+    records = tokenize_pairs(args.input, tokenizer, template, policy, args.split)
+    write_pairs(args.output, records)
+    policy.report()
+    print(f"wrote {len(records)} preference pairs to {args.output}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        tokenizer = load_tokenizer(args.tokenizer)
-        template = prepare_template(args.template, tokenizer)
-        policy = BadLinePolicy(skip=args.skip_bad_lines)
-        records = tokenize_pairs(args.input, tokenizer, template, policy, args.split)
-        write_pairs(args.output, records)
-        policy.report()
-        print(f"wrote {len(records)} preference pairs to {args.output}")
-    except (DataError, TemplateError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return run_command(lambda: tokenize_pair_files(args))

@@ -1,6 +1,6 @@
 """Serves preference pairs to NeMo 2 / megatron-core training (DPO, SimPO): a LightningDataModule.
 
-Reads raw pair files (any layout `data.preference` accepts, tokenized here with the chat template) or
+Reads raw pair files (any layout `data.preference.pairs` accepts, tokenized here with the chat template) or
 files that `python -m data.preference` already tokenized (.jsonl / .npy with `prompt_ids`).
 
 Batch layout, padded (the default) -- `micro_batch_size` and `global_batch_size` count *sequences*,
@@ -51,8 +51,9 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
-from data.preference import read_pairs, tokenize_pairs
-from data.sft import BadLinePolicy, prepare_template
+from data.chat_templates import prepare_template
+from data.core.errors import BadLinePolicy
+from data.preference.pairs import read_pairs, tokenize_pairs
 from nemo.collections.llm.gpt.data.fine_tuning import FineTuningDataModule
 from nemo.lightning.pytorch.plugins import MegatronDataSampler
 
@@ -132,7 +133,7 @@ def _is_tokenized(path: Path) -> bool:
 
 
 def load_pairs(paths: Sequence[str], hf_tokenizer, template: str) -> list[dict]:
-    """Tokenized pairs (data.preference schema) from raw or pre-tokenized files."""
+    """Tokenized pairs (data.preference.pairs schema) from raw or pre-tokenized files."""
     records, raw = [], []
     for path in paths:
         (records.extend(read_pairs(path)) if _is_tokenized(Path(path)) else raw.append(str(path)))

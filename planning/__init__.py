@@ -25,9 +25,17 @@ class PlanDoesNotFit(UserError):
     def __init__(self, plan: Plan):
         self.plan = plan
         lines = [f"the plan says this run does not fit: {plan.summary_line()}"] + plan.breakdown()
-        lines += [s.describe() for s in plan.suggestions]
+        lines += [s.describe() for s in plan.suggestions] or [no_fix_found(plan)]
         lines.append("(launch anyway with --no-fit-check)")
         super().__init__("\n".join(lines))
+
+
+def no_fix_found(plan: Plan) -> str:
+    """What to say when a plan that does not fit has no suggestions."""
+    if plan.on_cpu:
+        return "no changes are searched for CPU runs: a smaller micro batch or sequence, or fewer processes (trainer.devices)"
+    return ("no change of one or two of recompute, TP, PP, optimizer offload and micro batch fits: more GPUs "
+            "(trainer.num_nodes), a larger GPU (--plan --gpu NAME), or LoRA")
 
 
 def check_fits(config, *, gpu: str | None = None, model_name: str | None = None, steps: int | None = None,
@@ -39,4 +47,4 @@ def check_fits(config, *, gpu: str | None = None, model_name: str | None = None,
     return plan
 
 
-__all__ = ["GPUS", "Plan", "PlanDoesNotFit", "check_fits", "plan_config", "recipe_target_gpu"]
+__all__ = ["GPUS", "Plan", "PlanDoesNotFit", "check_fits", "no_fix_found", "plan_config", "recipe_target_gpu"]

@@ -217,3 +217,72 @@ def test_exit_policy_refusal_2_failure_after_start_1(capsys):
     assert cli.run(raising(UserError("bad input"))) == 2 and cli.run(raising(ConversionError("refused"))) == 2
     assert cli.run(raising(RunFailed("broke"))) == 1 and cli.run(raising(ConversionFailed("NeMo failed"))) == 1
     assert capsys.readouterr().err.splitlines() == ["error: bad input", "error: refused", "error: broke", "error: NeMo failed"]
+
+
+# --plan, --gpu, the fit check (launcher/plans.py on planning/)
+
+# 87 GiB on the most loaded H100 80GB (micro batch 4, 4 micro batches in flight); micro batch 2 fits.
+TOO_BIG_FOR_ITS_GPUS = ["recipe=llama31_70b_sft", "data.micro_batch_size=4", "trainer.max_steps=100"]
+
+
+def test_plan_prints_the_breakdown_on_the_recipes_target_or_another_gpu(nemo, capsys):
+    code, out, _ = run_cli(capsys, "recipe=llama31_8b_sft", "--plan")
+    assert code == 0
+    assert out.startswith("plan for llama31_8b on 8 x H100 SXM 80GB\n")  # the recipe module's TARGET_GPU
+    for line in ("weights", "gradients", "optimizer state", "activations", "logits and loss", "reserve"):
+        assert f"\n  {line}" in out, line
+    assert "fits with" in out and "s/step" in out and "(Transformer Engine assumed on the target GPUs)" in out
+    code, out, _ = run_cli(capsys, "recipe=llama31_8b_sft", "--plan", "--gpu", "a100-40gb")
+    assert code == 0  # a report: it prints what does not fit, with the fixes
+    assert "on 8 x A100 SXM 40GB" in out and "does not fit by" in out and "\nfits with: " in out
+
+
+def test_unknown_gpu_is_refused_with_the_valid_ones(capsys):
+    from planning import GPUS
+
+    code, _, err = run_cli(capsys, "recipe=llama31_8b_sft", "--plan", "--gpu", "nonsense")
+    assert code == 2
+    assert err.strip() == f"error: unknown --gpu 'nonsense'; valid: {', '.join(GPUS)}"
+    with pytest.raises(SystemExit):
+        launch.parse_args(["--help"])
+    help_text = "".join(capsys.readouterr().out.split())  # argparse wraps lines, at hyphens too
+    assert all(name in help_text for name in GPUS)
+
+
+def test_a_run_that_cannot_fit_is_refused_before_anything_is_rendered(nemo, capsys):
+    code, out, err = run_cli(capsys, *TOO_BIG_FOR_ITS_GPUS, "executor=slurm", "--dryrun")
+    assert code == 2 and out == ""
+    assert err.startswith("error: the plan says this run does not fit: plan: 87.3 of 79.6 GiB per GPU (h100-80gb)")
+    assert "\n  activations " in err and "\nfits with: data.micro_batch_size=2 " in err and "--no-fit-check" in err
+
+
+def test_no_fit_check_lets_it_through_to_the_sbatch_script(nemo, capsys):
+    code, out, _ = run_cli(capsys, *TOO_BIG_FOR_ITS_GPUS, "executor=slurm", "--dryrun", "--no-fit-check")
+    assert code == 0
+    assert "\n# plan: 87.3 of 79.6 GiB per GPU (h100-80gb), does not fit by 7.7 GiB;" in out
+    assert "(Transformer Engine assumed on the Slurm nodes)" in out
+    assert "# ---- sbatch script of llama31_70b_sft" in out
+
+
+def test_a_cpu_run_larger_than_this_machine_is_refused_before_it_starts(nemo, capsys, tmp_path, monkeypatch):
+    from runtime import executors
+
+    started = []
+    monkeypatch.setattr(executors, "launch", lambda *args: started.append(args))
+    (tmp_path / "training.jsonl").write_text('{"input": "2+2=", "output": "4"}\n')
+    code, _, err = run_cli(
+        capsys, "recipe=llama31_70b_sft", "trainer.accelerator=cpu", "trainer.num_nodes=1", "trainer.devices=1",
+        "trainer.strategy.tensor_model_parallel_size=1", "trainer.strategy.pipeline_model_parallel_size=1",
+        "trainer.strategy.sequence_parallel=false", f"data.dataset_root={tmp_path}", "trainer.max_steps=1",
+    )
+    assert code == 2 and started == []
+    assert "per machine (this machine, 1 process(es)), does not fit by" in err and "fits with" not in err
+
+
+def test_dryrun_shows_the_plan_summary_line(nemo, capsys):
+    from launcher import plans, session
+
+    code, out, _ = run_cli(capsys, "recipe=tiny_llama_pretrain", "--dryrun")
+    assert code == 0
+    summary = plans.plan(session.prepare("tiny_llama_pretrain", [])).summary_line()
+    assert f"\n# {summary}\n" in out and "per machine (this machine, 1 process(es)), fits with" in summary

@@ -86,6 +86,10 @@ RULE_CASES = {
         ["tiny_llama_sft", "data.packed_sequence_specs=packed(directory=/tmp/packed,size=256)", "data.micro_batch_size=1"],
         "data.packed_sequence_specs.packed_sequence_size (256) must equal data.seq_length (128)",
     ),
+    "LoRA rank splits over tensor parallel": (
+        ["llama31_8b_lora", "peft.dim=12", "trainer.strategy.tensor_model_parallel_size=8"],
+        "peft.dim (12) must be divisible by trainer.strategy.tensor_model_parallel_size (8)",
+    ),
     "optimizer offload": (
         [TINY, "optim.config.optimizer_cpu_offload=true", "optim.config.optimizer_offload_fraction=1.5"],
         "optim.config.optimizer_offload_fraction (1.5) must be between 0 and 1",
@@ -112,6 +116,13 @@ def test_a_valid_override_set_passes(nemo):
         fit_to_machine=False,
     )
     assert prepared.config.trainer.strategy.virtual_pipeline_model_parallel_size == 10
+
+
+def test_lora_rank_on_row_parallel_layers_only_need_not_divide_tp(nemo):
+    """NeMo's adapter on linear_proj/linear_fc2 splits its input over TP, not its rank."""
+    prepared = session.prepare("llama31_8b_lora", ["peft.dim=12", "trainer.strategy.tensor_model_parallel_size=8",
+                                                   "peft.target_modules=[linear_proj,linear_fc2]"], fit_to_machine=False)
+    assert prepared.config.peft.dim == 12
 
 
 def _paths_rules_read() -> set[str]:

@@ -69,3 +69,5 @@ def pytest_collection_modifyitems(config, items):
         shares_smollm2 = any(name in item.fixturenames for name in SESSION_FIXTURES_WORTH_SHARING)
         group = "smollm2" if shares_smollm2 else item.nodeid.split("::")[0]
         item.add_marker(pytest.mark.xdist_group(group))
+        if shares_smollm2:
+            item.add_marker(pytest.mark.slow)  # the import alone is about a minute

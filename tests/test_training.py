@@ -1,6 +1,10 @@
 """Real NeMo 2 training on the CPU, through launch.py: the tiny recipes, resume, and 2-process runs."""
 
+import pytest
+
 from launching import assert_succeeded, interrupt_after, launch, training_steps
+
+pytestmark = pytest.mark.slow  # every test here trains or launches training
 
 # Recorded from a clean run of tiny_llama_pretrain (seeded; CPU float32). A change to the model,
 # data, optimizer or CPU path that alters training shows up here.

@@ -217,6 +217,7 @@ def model_numbers(tmp_path_factory):
     return torchrun(2, tmp_path_factory.mktemp("tp") / "tp2.json")
 
 
+@pytest.mark.slow
 def test_tiny_model_end_to_end_matches_paper(model_numbers):
     single = model_numbers["tp1"]
     # megatron's per-token cross entropy path == log_softmax of the logits
@@ -228,6 +229,7 @@ def test_tiny_model_end_to_end_matches_paper(model_numbers):
     assert_close(single["simpo"], simpo, tol=1e-4)
 
 
+@pytest.mark.slow
 def test_tensor_parallel_2_matches_single_process(model_numbers):
     single, tp2 = model_numbers["tp1"], model_numbers
     assert tp2["logps"] == pytest.approx(single["logps"], abs=1e-4, rel=1e-5)
@@ -236,6 +238,7 @@ def test_tensor_parallel_2_matches_single_process(model_numbers):
         assert_close(tp2[name], single[name], tol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parallel", ["tp1", "tp2"])
 def test_packed_pairs_score_as_padded_ones(model_numbers, parallel):
     """Three pairs per row, each sequence attending only to itself: the same log-probs, loss and rewards."""
@@ -285,6 +288,7 @@ PACKED = ("data.pack_pairs=true", "data.micro_batch_size=1", "data.global_batch_
           "model.config.seq_length=256")
 
 
+@pytest.mark.slow
 def test_tiny_dpo_on_packed_pairs_raises_margin(tmp_path):
     steps = 24
     rows, output = preference_run("tiny_llama_dpo", f"trainer.max_steps={steps}", f"log.log_dir={tmp_path}", *PACKED)
@@ -292,6 +296,7 @@ def test_tiny_dpo_on_packed_pairs_raises_margin(tmp_path):
     assert_dpo_learns(rows, steps, output)
 
 
+@pytest.mark.slow
 def test_tiny_dpo_raises_margin_and_resumes_with_its_original_reference(tmp_path):
     steps = 24
     settings = (f"trainer.max_steps={steps}", f"log.log_dir={tmp_path}", f"log.ckpt.every_n_train_steps={steps // 2}")
@@ -311,6 +316,7 @@ def test_tiny_dpo_raises_margin_and_resumes_with_its_original_reference(tmp_path
 
 @pytest.mark.parametrize("recipe,batches", [("tiny_llama_dpo", ()), ("tiny_llama_dpo_lora", ()), ("tiny_llama_simpo", ()),
                                             ("tiny_llama_dpo_lora", PACKED)], ids=["dpo", "dpo_lora", "simpo", "dpo_lora_packed"])
+@pytest.mark.slow
 def test_pipeline_parallel_2_over_two_processes(recipe, batches, tmp_path):
     """Two pipeline stages (gloo): the reference pre-pass goes through megatron's pipeline schedule (for LoRA
     with the adapters off), the last stage computes the loss and its metrics reach rank 0's log."""

@@ -18,6 +18,8 @@ import torch
 
 from launching import child_environment
 
+pytestmark = pytest.mark.slow  # every test here trains or launches training
+
 REPO = Path(__file__).resolve().parents[2]
 PAIRS = REPO / "data" / "sft_examples" / "preference_pairs.jsonl"
 NEMO_DIR = REPO / ".cache" / "smollm2-135m-instruct-nemo"

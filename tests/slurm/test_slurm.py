@@ -88,6 +88,7 @@ def launch_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_chain_of_two_jobs_resumes(home, tmp_path):
     """launch.py --jobs 2: job 2 waits for job 1 (afterany) and resumes from its checkpoint."""
     logs = tmp_path / "results"
@@ -157,6 +158,7 @@ BROKEN = [
 ]
 
 
+@pytest.mark.slow
 def test_failed_job_afterany_runs_next_afterok_cancels_it(session_api, home, capsys):
     exp_any, (a1, a2) = submit(session_api, BROKEN, capsys=capsys)
     exp_ok, (b1, b2) = submit(session_api, [*BROKEN, "executor.dependency_type=afterok"], capsys=capsys)

@@ -71,3 +71,15 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.xdist_group(group))
         if shares_smollm2:
             item.add_marker(pytest.mark.slow)  # the import alone is about a minute
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A skipped test is a failure here: every part this suite tests is real and can run on this machine
+    (Slurm is installed by tests/slurm/cluster.sh), so a skip would hide a part that silently stopped running."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped, which this suite counts as a failure: {reason}"

@@ -16,6 +16,23 @@ def restore_environment():
     os.environ.update(saved)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def outside_the_repository(tmp_path_factory):
+    """In-process launches write results/ (checkpoints, index mappings) and nemo_run's state relative to the
+    working directory and NEMORUN_HOME: both point into a temporary folder, so tests write nothing into the
+    repository. Tests that need the repository pass its absolute path."""
+    work = tmp_path_factory.mktemp("work")
+    saved_cwd, saved_home = os.getcwd(), os.environ.get("NEMORUN_HOME")
+    os.chdir(work)
+    os.environ["NEMORUN_HOME"] = str(work / ".nemo_run")
+    yield work
+    os.chdir(saved_cwd)
+    if saved_home is None:
+        os.environ.pop("NEMORUN_HOME", None)
+    else:
+        os.environ["NEMORUN_HOME"] = saved_home
+
+
 @pytest.fixture(scope="session")
 def nemo():
     """Imports NeMo once for the in-process tests (about 25 s)."""

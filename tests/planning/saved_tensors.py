@@ -126,6 +126,11 @@ def measure(model: ModelShape, seq_length: int, micro_batch: int, tp: int = 1, s
 
 
 def _worker(rank, world, port, settings, results):
+    import torch
+
+    # A forked child must not enter OpenMP's thread pool: the parent's (e.g. a pytest-xdist worker that
+    # already ran torch ops) is not usable after fork, and its first parallel region would hang.
+    torch.set_num_threads(1)
     init_megatron(rank, world, port, tp=world)
     results[rank] = [measure(tp=world, **arguments) for arguments in settings]
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import nemo_run as run
 
 from common.errors import UserError
-from launcher import data_files, epoch, executor_args, overrides, resolve, validation
+from launcher import data_files, epoch, executor_args, overrides, resolve, starting_weights, validation
 from recipes import registry
 from recipes.blocks import ONE_EPOCH
 from runtime import entry, executors, machine, slurm
@@ -39,9 +39,11 @@ def prepare(name: str, override_args: list[str], fit_to_machine: bool = True) ->
     return prepared
 
 
-def task(prepared: Prepared) -> run.Partial:
-    """What the executor runs: the recipe behind the machine preparation of runtime.entry."""
-    return run.Partial(entry.train, recipe=prepared.config)
+def task(prepared: Prepared, recipe: run.Partial | None = None) -> run.Partial:
+    """What the executor runs: the recipe (default: the prepared one) behind runtime.entry's machine preparation
+    and starting-weights check, which names the import command on failure."""
+    config = prepared.config if recipe is None else recipe
+    return run.Partial(entry.train, recipe=config, import_how=starting_weights.import_how(prepared))
 
 
 def _check_local_options(prepared: Prepared) -> None:
@@ -54,15 +56,22 @@ def slurm_steps(prepared: Prepared) -> list:
     recipes = slurm.chain_recipes(prepared.config, prepared.jobs)
     if len(recipes) == 1:
         return [(prepared.name, task(prepared), None)]
-    return [(f"{prepared.name}-{k}", run.Partial(entry.train, recipe=r), None) for k, r in enumerate(recipes, 1)]
+    return [(f"{prepared.name}-{k}", task(prepared, r), None) for k, r in enumerate(recipes, 1)]
+
+
+def _config_parts(prepared: Prepared) -> list[str]:
+    """The dry run's config half: the resolved config, what was fitted to this machine, the starting weights."""
+    parts = [f"# recipe: {prepared.name}", resolve.to_yaml(prepared.config).rstrip()]
+    if prepared.machine_changes:
+        parts.append("# fitted to this machine:\n" + "\n".join(f"#   {c}" for c in prepared.machine_changes))
+    weights = starting_weights.describe(prepared.config)
+    return parts + ([weights] if weights else [])
 
 
 def slurm_dryrun(prepared: Prepared) -> str:
     executor = slurm.build(prepared.executor_config)
     after = [f"<{prepared.after}>"] if prepared.after else []
-    parts = [f"# recipe: {prepared.name}", resolve.to_yaml(prepared.config).rstrip()]
-    if prepared.machine_changes:
-        parts.append("# fitted to this machine:\n" + "\n".join(f"#   {c}" for c in prepared.machine_changes))
+    parts = _config_parts(prepared)
     parts.append("# executor (slurm):\n" + resolve.to_yaml(prepared.executor_config).rstrip())
     for job_name, script in slurm.render(prepared.name, executor, slurm_steps(prepared), after):
         parts.append(f"# ---- sbatch script of {job_name} (submitted with: sbatch --requeue --parsable SCRIPT)\n{script.rstrip()}")
@@ -70,6 +79,8 @@ def slurm_dryrun(prepared: Prepared) -> str:
 
 
 def slurm_launch(prepared: Prepared) -> int:
+    # A path the submitter cannot see is checked by the job itself, first thing (runtime.entry.train).
+    starting_weights.require(prepared, only_where_visible=True)
     after = slurm.resolve_after(prepared.after) if prepared.after else []
     executor = slurm.build(prepared.executor_config)
     experiment_id, jobs = slurm.submit(prepared.name, executor, slurm_steps(prepared), after)
@@ -90,9 +101,7 @@ def dryrun(prepared: Prepared) -> str:
     _check_local_options(prepared)
     _note(prepared, epoch.preview_max_steps(prepared.config))
     executor = executors.for_recipe(prepared.config)
-    parts = [f"# recipe: {prepared.name}", resolve.to_yaml(prepared.config).rstrip()]
-    if prepared.machine_changes:
-        parts.append("# fitted to this machine:\n" + "\n".join(f"#   {c}" for c in prepared.machine_changes))
+    parts = _config_parts(prepared)
     parts.append("# launch command:\n" + executors.describe(executor, prepared.name))
     return "\n".join(parts)
 
@@ -101,6 +110,7 @@ def launch(prepared: Prepared) -> int:
     if prepared.executor == "slurm":
         return slurm_launch(prepared)
     _check_local_options(prepared)
+    starting_weights.require(prepared)
     # trainer.max_steps=-1 becomes one epoch over the data, counted here where the data is.
     _note(prepared, epoch.fill_max_steps(prepared.config))
     executors.check_can_run(prepared.config)

@@ -110,11 +110,11 @@ def launch(prepared: Prepared) -> int:
     if prepared.executor == "slurm":
         return slurm_launch(prepared)
     _check_local_options(prepared)
-    starting_weights.require(prepared)
     # trainer.max_steps=-1 becomes one epoch over the data, counted here where the data is.
     _note(prepared, epoch.fill_max_steps(prepared.config))
     executors.check_can_run(prepared.config)
     data_files.require(prepared.config.data)
+    starting_weights.require(prepared)
     executor = executors.for_recipe(prepared.config)
     executors.launch(task(prepared), executor, prepared.name)
     return 0

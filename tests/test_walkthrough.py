@@ -14,19 +14,22 @@ from launching import REPO, child_environment
 
 SECTION = "## Fine-tune Llama 3.1 8B on your data"
 SHIPPED_JSONL = REPO / "data" / "sft_examples" / "prompt_response.jsonl"
-# What each command runs: the README's placeholders -> this test's (applied in order, plain text).
+# What each command runs: the README's placeholders -> this test's (applied in order, plain text; a path
+# placeholder only where an argument starts).
 MAPPING = (
-    ("/models/Llama-3.1-8B", "{hf}"),  # the Hugging Face folder: the SmolLM2 fixture's
-    ("/data/my_sft.jsonl", str(SHIPPED_JSONL)),  # the user's JSONL: the shipped prompt/response examples
+    (" /models/Llama-3.1-8B", " {hf}"),  # the Hugging Face folder: the SmolLM2 fixture's
+    (" /data/my_sft.jsonl", f" {SHIPPED_JSONL}"),  # the user's JSONL: the shipped prompt/response examples
     ("llama31_8b", "smollm2_135m"),  # the catalog model, and with it the recipe
-    ("/data/", "{tmp}/data/"),
-    ("/models/", "{tmp}/models/"),
+    ("=/data/", "={tmp}/data/"),
+    (" /data/", " {tmp}/data/"),
+    (" /models/", " {tmp}/models/"),
 )
 # Appended to the commands that start with these words: a few training steps (two checkpoints, for the
-# recipe's end-of-run average), a few items per benchmark.
+# recipe's end-of-run average); a few items per benchmark and short answers (the SmolLM2 recipe trains at
+# 256 tokens, which the export records as the model's length, below the benchmarks' 256 generated tokens).
 EXTRA = {
     "python launch.py recipe=smollm2_135m_sft data.dataset_root=": " trainer.max_steps=4 log.ckpt.every_n_train_steps=2",
-    "python -m evaluation": " --limit 2",
+    "python -m evaluation": " --limit 2 --max-new-tokens 32",
 }
 
 

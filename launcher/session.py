@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import nemo_run as run
 
 from common.errors import UserError
-from launcher import data_files, epoch, executor_args, overrides, plans, resolve, validation
+from launcher import data_files, epoch, executor_args, overrides, plans, resolve, starting_weights, validation
 from recipes import registry
 from recipes.blocks import ONE_EPOCH
 from runtime import entry, executors, machine, slurm
@@ -41,9 +41,11 @@ def prepare(name: str, override_args: list[str], fit_to_machine: bool = True) ->
     return prepared
 
 
-def task(prepared: Prepared) -> run.Partial:
-    """What the executor runs: the recipe behind the machine preparation of runtime.entry."""
-    return run.Partial(entry.train, recipe=prepared.config)
+def task(prepared: Prepared, recipe: run.Partial | None = None) -> run.Partial:
+    """What the executor runs: the recipe (default: the prepared one) behind runtime.entry's machine preparation
+    and starting-weights check, which names the import command on failure."""
+    config = prepared.config if recipe is None else recipe
+    return run.Partial(entry.train, recipe=config, import_how=starting_weights.import_how(prepared))
 
 
 def _check_local_options(prepared: Prepared) -> None:
@@ -56,17 +58,18 @@ def slurm_steps(prepared: Prepared) -> list:
     recipes = slurm.chain_recipes(prepared.config, prepared.jobs)
     if len(recipes) == 1:
         return [(prepared.name, task(prepared), None)]
-    return [(f"{prepared.name}-{k}", run.Partial(entry.train, recipe=r), None) for k, r in enumerate(recipes, 1)]
+    return [(f"{prepared.name}-{k}", task(prepared, r), None) for k, r in enumerate(recipes, 1)]
 
 
 def _config_parts(prepared: Prepared) -> list[str]:
-    """The head of a dry run: the resolved config, what was fitted to this machine, the plan's summary line
-    (a plan that does not fit is refused here, as at launch)."""
+    """The head of a dry run: the resolved config, what was fitted to this machine, the starting weights and
+    the plan's summary line (a plan that does not fit is refused here, as at launch)."""
     plan_line = plans.require_fit(prepared)
     parts = [f"# recipe: {prepared.name}", resolve.to_yaml(prepared.config).rstrip()]
     if prepared.machine_changes:
         parts.append("# fitted to this machine:\n" + "\n".join(f"#   {c}" for c in prepared.machine_changes))
-    return parts + [f"# {plan_line}"]
+    weights = starting_weights.describe(prepared.config)
+    return parts + ([weights] if weights else []) + [f"# {plan_line}"]
 
 
 def slurm_dryrun(prepared: Prepared) -> str:
@@ -80,6 +83,8 @@ def slurm_dryrun(prepared: Prepared) -> str:
 
 
 def slurm_launch(prepared: Prepared) -> int:
+    # A path the submitter cannot see is checked by the job itself, first thing (runtime.entry.train).
+    starting_weights.require(prepared, only_where_visible=True)
     print(plans.require_fit(prepared))
     after = slurm.resolve_after(prepared.after) if prepared.after else []
     executor = slurm.build(prepared.executor_config)
@@ -121,6 +126,7 @@ def launch(prepared: Prepared) -> int:
     _note(prepared, epoch.fill_max_steps(prepared.config))
     executors.check_can_run(prepared.config)
     data_files.require(prepared.config.data)
+    starting_weights.require(prepared)
     print(plans.require_fit(prepared))
     executor = executors.for_recipe(prepared.config)
     executors.launch(task(prepared), executor, prepared.name)

@@ -32,9 +32,9 @@ def output_of(result) -> str:
 
 
 def from_fixture(smollm2_nemo: Path, restore: Path | None = None) -> list[str]:
-    """The recipes' imported checkpoint and tokenizer (.cache/smollm2-135m-instruct-nemo) -> the session fixture's."""
-    tokenizer = smollm2_nemo / "context" / "nemo_tokenizer"
-    return [f"resume.restore_config.path={restore or smollm2_nemo}", f"data.tokenizer.pretrained_model_name={tokenizer}"]
+    """The recipes' imported checkpoint and tokenizer (nemo://HuggingFaceTB/SmolLM2-135M-Instruct) -> the session
+    fixture's: the two overrides `python -m conversion.hf_to_nemo --out` prints."""
+    return [f"resume.restore_config.path={restore or smollm2_nemo}", f"data.tokenizer.source={smollm2_nemo}"]
 
 
 def run_recipe(name: str, smollm2_nemo: Path, cwd: Path) -> tuple[Path, list]:
@@ -150,6 +150,7 @@ def test_launch_without_the_imported_checkpoint_names_the_commands(smollm2_nemo,
     missing = tmp_path / "not-imported"
     result = launch("recipe=smollm2_135m_lora", *from_fixture(smollm2_nemo, restore=missing), cwd=tmp_path)
     assert result.returncode == 2, output_of(result)[-3000:]
-    assert f"error: {missing} is missing" in result.stderr
-    assert "python -m conversion.smollm2 && python -m conversion.hf_to_nemo" in result.stderr
+    assert f"error: resume.restore_config.path: {missing} does not exist" in result.stderr
+    assert f"python -m conversion.hf_to_nemo --hf <Hugging Face folder of HuggingFaceTB/SmolLM2-135M-Instruct> " \
+           f"--model smollm2_135m --out {missing}" in result.stderr
     assert "global_step" not in output_of(result)

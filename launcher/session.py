@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import nemo_run as run
 
 from common.errors import UserError
-from launcher import data_files, epoch, executor_args, overrides, resolve, validation
+from launcher import chain, data_files, epoch, executor_args, overrides, resolve, validation
 from recipes import registry
 from recipes.blocks import ONE_EPOCH
 from runtime import entry, executors, machine, slurm
@@ -21,6 +21,7 @@ class Prepared:
     executor_config: object = None  # run.Config(run.SlurmExecutor, ...) for executor=slurm
     jobs: int = 1  # executor=slurm: a chain of dependent jobs (--jobs)
     after: str | None = None  # executor=slurm: a Slurm job id or nemo_run experiment to start after (--after)
+    then: chain.Chain | None = None  # the steps after training (--then): launcher/chain.py
 
 
 def prepare(name: str, override_args: list[str], fit_to_machine: bool = True) -> Prepared:
@@ -50,11 +51,14 @@ def _check_local_options(prepared: Prepared) -> None:
 
 
 def slurm_steps(prepared: Prepared) -> list:
-    """(job name, task, None) per job of the chain: --jobs N splits trainer.max_steps into step targets."""
+    """(job name, task, executor or None) per job: --jobs N splits trainer.max_steps into step targets; the
+    jobs of --then follow."""
     recipes = slurm.chain_recipes(prepared.config, prepared.jobs)
     if len(recipes) == 1:
-        return [(prepared.name, task(prepared), None)]
-    return [(f"{prepared.name}-{k}", run.Partial(entry.train, recipe=r), None) for k, r in enumerate(recipes, 1)]
+        training = [(prepared.name, task(prepared), None)]
+    else:
+        training = [(f"{prepared.name}-{k}", run.Partial(entry.train, recipe=r), None) for k, r in enumerate(recipes, 1)]
+    return training + (chain.slurm_steps(prepared.then) if prepared.then else [])
 
 
 def slurm_dryrun(prepared: Prepared) -> str:
@@ -94,6 +98,8 @@ def dryrun(prepared: Prepared) -> str:
     if prepared.machine_changes:
         parts.append("# fitted to this machine:\n" + "\n".join(f"#   {c}" for c in prepared.machine_changes))
     parts.append("# launch command:\n" + executors.describe(executor, prepared.name))
+    if prepared.then:
+        parts.append(chain.describe(prepared.then))
     return "\n".join(parts)
 
 
@@ -107,6 +113,8 @@ def launch(prepared: Prepared) -> int:
     data_files.require(prepared.config.data)
     executor = executors.for_recipe(prepared.config)
     executors.launch(task(prepared), executor, prepared.name)
+    if prepared.then:
+        chain.run_local(prepared.then)
     return 0
 
 

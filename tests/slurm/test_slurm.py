@@ -1,8 +1,10 @@
 """executor=slurm against a real single-host Slurm (tests/slurm/cluster.sh): a 2-job training chain that
-resumes, failing chains under afterany and afterok, GPU sbatch scripts rendered without running, and
-secrets that reach the job without being written anywhere.
+resumes and is followed by average, export and evaluation jobs (--then), failing chains under afterany
+and afterok, GPU sbatch scripts rendered without running, and secrets that reach the job without being
+written anywhere.
 
-About 4-5 minutes on 2 cores: the chain's two jobs each import NeMo and train 4 CPU steps.
+The chain's two training jobs each import NeMo and train 4 CPU steps; its three --then jobs each import
+NeMo or transformers once more.
 """
 
 import json

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import nemo_run as run
 
 from common.errors import UserError
-from launcher import data_files, epoch, executor_args, overrides, plans, resolve, starting_weights, validation
+from launcher import chain, data_files, epoch, executor_args, overrides, plans, resolve, starting_weights, validation
 from recipes import registry
 from recipes.blocks import ONE_EPOCH
 from runtime import entry, executors, machine, slurm
@@ -23,6 +23,7 @@ class Prepared:
     after: str | None = None  # executor=slurm: a Slurm job id or nemo_run experiment to start after (--after)
     gpu: str | None = None  # the GPU to plan on (--gpu; launcher/plans.py); None: the recipe's target
     fit_check: bool = True  # False (--no-fit-check): launch even when the plan says it cannot fit
+    then: chain.Chain | None = None  # the steps after training (--then): launcher/chain.py
 
 
 def prepare(name: str, override_args: list[str], fit_to_machine: bool = True) -> Prepared:
@@ -54,11 +55,14 @@ def _check_local_options(prepared: Prepared) -> None:
 
 
 def slurm_steps(prepared: Prepared) -> list:
-    """(job name, task, None) per job of the chain: --jobs N splits trainer.max_steps into step targets."""
+    """(job name, task, executor or None) per job: --jobs N splits trainer.max_steps into step targets; the
+    jobs of --then follow."""
     recipes = slurm.chain_recipes(prepared.config, prepared.jobs)
     if len(recipes) == 1:
-        return [(prepared.name, task(prepared), None)]
-    return [(f"{prepared.name}-{k}", task(prepared, r), None) for k, r in enumerate(recipes, 1)]
+        training = [(prepared.name, task(prepared), None)]
+    else:
+        training = [(f"{prepared.name}-{k}", task(prepared, r), None) for k, r in enumerate(recipes, 1)]
+    return training + (chain.slurm_steps(prepared.then) if prepared.then else [])
 
 
 def _config_parts(prepared: Prepared) -> list[str]:
@@ -108,6 +112,8 @@ def dryrun(prepared: Prepared) -> str:
     parts = _config_parts(prepared)
     executor = executors.for_recipe(prepared.config)
     parts.append("# launch command:\n" + executors.describe(executor, prepared.name))
+    if prepared.then:
+        parts.append(chain.describe(prepared.then))
     return "\n".join(parts)
 
 
@@ -130,6 +136,8 @@ def launch(prepared: Prepared) -> int:
     print(plans.require_fit(prepared))
     executor = executors.for_recipe(prepared.config)
     executors.launch(task(prepared), executor, prepared.name)
+    if prepared.then:
+        chain.run_local(prepared.then)
     return 0
 
 

@@ -1,5 +1,6 @@
 """launch.py as a user meets it: listing, dry runs, explanations, diffs, and each mistake's message."""
 
+import re
 import subprocess
 import sys
 
@@ -286,3 +287,34 @@ def test_dryrun_shows_the_plan_summary_line(nemo, capsys):
     assert code == 0
     summary = plans.plan(session.prepare("tiny_llama_pretrain", [])).summary_line()
     assert f"\n# {summary}\n" in out and "per machine (this machine, 1 process(es)), fits with" in summary
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--then", "average,exprt"], "unknown step 'exprt'"),
+        (["--then", "export,average"], "the steps run in the order average, export, eval: write --then average,export"),
+        (["--then", "eval"], "eval scores the exported Hugging Face folder: add export"),
+        (["--then", "average,average"], "average is named twice"),
+        (["--then", "average:0,export"], "the number of checkpoints to average"),
+        (["--then", "average:3,export"], r"the run keeps 2 checkpoints \(log.ckpt.save_top_k=2\)"),
+        (["--then", "export,eval:nope"], "unknown benchmark 'nope'"),
+        (["then.eval.limit=0", "--then", "export,eval"], "--limit must be positive"),
+        (["then.eval.model=x", "--then", "export,eval"], "OPTION one of python -m evaluation's options but model"),
+        (["then.executor.time=1", "--then", "export"], "settings of the Slurm jobs after training need executor=slurm"),
+        (["then.eval.limit=2"], "then.\\* settings are for the steps after training: add --then"),
+    ],
+)
+def test_then_refuses_bad_steps_before_anything_runs(nemo, capsys, argv, message):
+    code, out, err = run_cli(capsys, "recipe=tiny_llama_pretrain", *argv, "--dryrun")
+    assert code == 2 and err.count("error:") == 1, err
+    assert re.search(message, err), err
+
+
+def test_then_dryrun_prints_each_step_command(nemo, capsys):
+    code, out, _ = run_cli(capsys, "recipe=tiny_llama_pretrain", "then.eval.limit=2", "--then", "average,export,eval:facts,heldout_text", "--dryrun")
+    assert code == 0
+    run_dir = REPO / "results" / "tiny_llama_pretrain"
+    assert f"#   average: python -m conversion.average --run {run_dir} --last 2 --out {run_dir}/averaged --overwrite" in out
+    assert f"#   export: python -m conversion.nemo_to_hf --nemo {run_dir}/averaged --out {run_dir}/hf --overwrite" in out
+    assert f"#   eval: python -m evaluation --model {run_dir}/hf --out {run_dir}/eval.json --benchmarks facts,heldout_text --limit 2" in out

@@ -24,6 +24,9 @@ class ModelSpec:
     config_class: str
     tokenizer: str  # a Hugging Face id, or a local tokenizer folder
     hf_id: str | None = None
+    # How SFT/LoRA data is rendered (data/templates, or "hf"): an instruct model's own chat format, plain
+    # text for a base model. `data.template=...` overrides it per run.
+    chat_template: str = "plain"
     config_overrides: dict = field(default_factory=dict)
 
 
@@ -55,6 +58,8 @@ MODELS = {
             # not the HF folder itself, whose 540 MB of weights NeMo would copy into every checkpoint.
             tokenizer=str(REPO_ROOT / ".cache" / "smollm2-135m-instruct-nemo" / "context" / "nemo_tokenizer"),
             hf_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+            # SmolLM2's own (hf) template has no {% generation %} markers and adds a default system prompt.
+            chat_template="chatml",
             config_overrides=dict(
                 num_layers=30,
                 hidden_size=576,

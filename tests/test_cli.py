@@ -1,5 +1,6 @@
 """launch.py as a user meets it: listing, dry runs, explanations, diffs, and each mistake's message."""
 
+import json
 import subprocess
 import sys
 
@@ -217,3 +218,29 @@ def test_exit_policy_refusal_2_failure_after_start_1(capsys):
     assert cli.run(raising(UserError("bad input"))) == 2 and cli.run(raising(ConversionError("refused"))) == 2
     assert cli.run(raising(RunFailed("broke"))) == 1 and cli.run(raising(ConversionFailed("NeMo failed"))) == 1
     assert capsys.readouterr().err.splitlines() == ["error: bad input", "error: refused", "error: broke", "error: NeMo failed"]
+
+
+def test_sft_folder_mixing_record_forms_is_refused_before_the_run_starts(nemo, capsys, tmp_path):
+    chat = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}
+    (tmp_path / "training.jsonl").write_text('{"input": "Hi", "output": "Hello."}\n' + json.dumps(chat) + "\n")
+    code, _, err = run_cli(capsys, "recipe=tiny_llama_sft", f"data.dataset_root={tmp_path}", "trainer.max_steps=3")
+    assert code == 2 and "does not fit the recipe" in err, err
+    assert f"{tmp_path}/training.jsonl:2: a chat record, but {tmp_path}/training.jsonl:1 is prompt_response" in err
+    assert "Traceback" not in err
+
+
+def test_unknown_template_is_refused_before_the_run_starts(nemo, capsys):
+    code, _, err = run_cli(capsys, "recipe=tiny_llama_lora", "data.template=vicuna")
+    assert code == 2 and "data.template=vicuna: unknown template 'vicuna'" in err and "chatml" in err
+
+
+def test_corpus_made_with_another_tokenizer_is_refused(nemo, capsys, smollm2_hf, tmp_path):
+    from data.prepare_pretraining import prepare
+
+    documents = tmp_path / "docs.jsonl"
+    documents.write_text("".join(json.dumps({"text": f"Document {i} about tokenizers."}) + "\n" for i in range(4)))
+    corpus = prepare([str(documents)], smollm2_hf, tmp_path / "smollm2").prefix
+    code, _, err = run_cli(capsys, "recipe=tiny_llama_pretrain", f"data.paths=[{corpus}]")
+    assert code == 2 and "does not fit the recipe" in err, err
+    assert f"corpus {corpus} was prepared with tokenizer {smollm2_hf} (vocabulary 49152)" in err
+    assert f"tokenizer {REPO / 'models/tokenizers/tiny'}" in err and "re-run python -m data.prepare_pretraining" in err

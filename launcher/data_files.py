@@ -1,6 +1,7 @@
 """The data a local launch will read must exist before anything expensive starts (NeMo import, workers,
 process groups): one message per missing file, naming the key, the path and the command that makes it."""
 
+import shlex
 from pathlib import Path
 
 import fiddle as fdl
@@ -125,3 +126,14 @@ def _corpus_misfits(data) -> list[str]:
         return []
     vocab_size = tokenizer_identity(folder).vocab_size
     return [f"data.paths: {problem}" for prefix in prefixes(data.paths) for problem in check_corpus_fits(prefix, folder, vocab_size)]
+
+
+def show_command(data) -> str | None:
+    """For a dry run: the command that prints a record of an SFT run's data as this run trains on it."""
+    if not hasattr(data, "record_form") or is_unset(data.dataset_root):
+        return None
+    arguments = ["--input", f"{data.dataset_root}/training.jsonl", "--tokenizer", str(data.tokenizer.pretrained_model_name),
+                 "--template", data.template]
+    arguments += ["--system-prompt", data.system_prompt] if data.system_prompt else []
+    arguments += ["--last-turn-only"] if data.last_turn_only else []
+    return f"data.template={data.template}: a record as trained: python -m data.sft show {shlex.join(arguments)}"

@@ -89,6 +89,7 @@ def dryrun(prepared: Prepared) -> str:
         return slurm_dryrun(prepared)
     _check_local_options(prepared)
     _note(prepared, epoch.preview_max_steps(prepared.config))
+    _note(prepared, data_files.show_command(prepared.config.data))
     executor = executors.for_recipe(prepared.config)
     parts = [f"# recipe: {prepared.name}", resolve.to_yaml(prepared.config).rstrip()]
     if prepared.machine_changes:

@@ -144,3 +144,50 @@ def test_data_module_on_smollm2_with_its_chatml_for_both_forms(smollm2_hf, tmp_p
     served_equals_tokenize_conversation(smollm2_hf, CHAT_SFT, TrainingFormat(template))
     root = dataset_root(tmp_path, [PROMPT_RESPONSE, {"input": "Capital of Peru?", "output": "Lima."}])
     served_equals_tokenize_conversation(smollm2_hf, root, TrainingFormat(template, "You are concise."))
+
+
+def test_the_dry_runs_show_command_prints_the_record_the_recipe_trains_on(nemo, capsys):
+    """`--dryrun` names a `python -m data.sft show` command; it shows record 0 as the built data module serves it."""
+    import shlex
+
+    import fiddle as fdl
+
+    import launch
+
+    overrides = ["recipe=tiny_llama_sft", f"data.dataset_root={CHAT_SFT}", "data.template=chatml",
+                 "data.last_turn_only=true", "--dryrun"]
+    assert launch.main(overrides) == 0
+    dryrun = capsys.readouterr().out
+    assert "TemplatedSFTDataModule" in dryrun and "template: chatml" in dryrun
+    command = dryrun.split("python -m data.sft ", 1)[1].splitlines()[0]
+    assert sft.main([*shlex.split(command), "--plain"]) == 0
+    shown = capsys.readouterr().out.split("\n", 1)[1].rstrip("\n")
+
+    from launcher import session
+
+    datamodule = fdl.build(session.prepare("tiny_llama_sft", overrides[1:-1]).config.data)
+    item = datamodule._create_dataset(str(CHAT_SFT / "training.jsonl"))[0]
+    served = chat_templates.TokenizedSequence(item["input_ids"].tolist(), item["loss_mask"].int().tolist())
+    assert shown == sft.plain_masked_text(sft.decode_groups(served, datamodule.tokenizer.tokenizer))
+    assert shown.count("[[") == 1, "last turn only"
+
+
+def test_exported_chat_template_renders_the_tokens_trained_on(smollm2_nemo, tmp_path):
+    """What the model sees in training is what it sees after export: SmolLM2's recipe template, exported with
+    the checkpoint (`--chat-template` from `python -m data.sft jinja`), renders the same ids and answer mask."""
+    from transformers import AutoTokenizer
+
+    from conversion.nemo_to_hf import export_nemo
+    from models.catalog import MODELS
+
+    training_format = TrainingFormat(MODELS["smollm2_135m"].chat_template)
+    jinja = tmp_path / "template.jinja"
+    jinja.write_text(chat_templates.template_to_jinja(chat_templates.load_template(training_format.template)))
+    exported = AutoTokenizer.from_pretrained(export_nemo(smollm2_nemo, tmp_path / "hf", chat_template_file=jinja))
+    template = chat_templates.prepare_template(training_format.template, exported)
+    records = [json.loads(line) for line in (CHAT_SFT / "validation.jsonl").read_text().splitlines()]
+    for record in [*records, PROMPT_RESPONSE]:
+        trained = training_format.sequence(record, exported, template, "test")
+        rendered = exported.apply_chat_template(training_format.conversation(record, "test"), tokenize=True,
+                                                return_dict=True, return_assistant_tokens_mask=True)
+        assert (rendered["input_ids"], rendered["assistant_masks"]) == (trained.input_ids, trained.loss_mask)

@@ -8,7 +8,6 @@ function. Packed files (``data.packed_sequence_specs=packed(...)``, made by ``py
 the same template) are read by NeMo's packed dataset unchanged.
 """
 
-from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path

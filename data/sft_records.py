@@ -58,7 +58,7 @@ def detect_form(dataset_root: str | Path, expected: str = AUTO) -> str:
     if expected not in (AUTO, *RECORD_FORMS):
         raise DataError(f"data.record_form={expected!r}: expected one of {[AUTO, *RECORD_FORMS]}")
     files = [str(path) for name in SPLIT_FILES if (path := Path(dataset_root) / name).is_file()]
-    first: tuple[str, str] | None = None if expected == AUTO else (expected, f"data.record_form={expected}")
+    first: tuple[str, str] | None = None if expected == AUTO else (expected, "data.record_form")
     for source in read_records(files, BadLinePolicy()):
         form = form_of(source.record, source.where)
         if first is None:

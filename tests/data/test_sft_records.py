@@ -161,7 +161,7 @@ def test_the_dry_runs_show_command_prints_the_record_the_recipe_trains_on(nemo, 
     assert "TemplatedSFTDataModule" in dryrun and "template: chatml" in dryrun
     command = dryrun.split("python -m data.sft ", 1)[1].splitlines()[0]
     assert sft.main([*shlex.split(command), "--plain"]) == 0
-    shown = capsys.readouterr().out.split("\n", 1)[1].rstrip("\n")
+    shown = capsys.readouterr().out.split("\n", 1)[1].removesuffix("\n")  # after the header line; print's newline
 
     from launcher import session
 

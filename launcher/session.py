@@ -109,6 +109,7 @@ def dryrun(prepared: Prepared) -> str:
         return slurm_dryrun(prepared)
     _check_local_options(prepared)
     _note(prepared, epoch.preview_max_steps(prepared.config))
+    _note(prepared, data_files.show_command(prepared.config.data))
     parts = _config_parts(prepared)
     executor = executors.for_recipe(prepared.config)
     parts.append("# launch command:\n" + executors.describe(executor, prepared.name))

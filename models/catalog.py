@@ -26,6 +26,9 @@ class ModelSpec:
     # The embedding's rows: Hugging Face config.json's vocab_size, checked on import (conversion/hf_to_nemo.py);
     # NeMo sizes the embedding from len(tokenizer) unless the config class sets vocab_size, as Qwen's does.
     vocab_size: int = 0
+    # How SFT/LoRA data is rendered (data/templates, or "hf"): an instruct model's own chat format, plain
+    # text for a base model. `data.template=...` overrides it per run.
+    chat_template: str = "plain"
     config_overrides: dict = field(default_factory=dict)
     local_tokenizer: str | None = None  # a tokenizer folder, for models without imported weights
 
@@ -68,6 +71,8 @@ MODELS = {
             config_class=f"{_LLAMA}.Llama3Config",
             hf_id="HuggingFaceTB/SmolLM2-135M-Instruct",
             vocab_size=49152,
+            # SmolLM2's own (hf) template has no {% generation %} markers and adds a default system prompt.
+            chat_template="chatml",
             config_overrides=dict(
                 num_layers=30,
                 hidden_size=576,

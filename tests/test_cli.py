@@ -1,5 +1,6 @@
 """launch.py as a user meets it: listing, dry runs, explanations, diffs, and each mistake's message."""
 
+import json
 import re
 import subprocess
 import sys
@@ -318,3 +319,29 @@ def test_then_dryrun_prints_each_step_command(nemo, capsys):
     assert f"#   average: python -m conversion.average --run {run_dir} --last 2 --out {run_dir}/averaged --overwrite" in out
     assert f"#   export: python -m conversion.nemo_to_hf --nemo {run_dir}/averaged --out {run_dir}/hf --overwrite" in out
     assert f"#   eval: python -m evaluation --model {run_dir}/hf --out {run_dir}/eval.json --benchmarks facts,heldout_text --limit 2" in out
+
+
+def test_sft_folder_mixing_record_forms_is_refused_before_the_run_starts(nemo, capsys, tmp_path):
+    chat = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}
+    (tmp_path / "training.jsonl").write_text('{"input": "Hi", "output": "Hello."}\n' + json.dumps(chat) + "\n")
+    code, _, err = run_cli(capsys, "recipe=tiny_llama_sft", f"data.dataset_root={tmp_path}", "trainer.max_steps=3")
+    assert code == 2 and "does not fit the recipe" in err, err
+    assert f"{tmp_path}/training.jsonl:2: a chat record, but {tmp_path}/training.jsonl:1 is prompt_response" in err
+    assert "Traceback" not in err
+
+
+def test_unknown_template_is_refused_before_the_run_starts(nemo, capsys):
+    code, _, err = run_cli(capsys, "recipe=tiny_llama_lora", "data.template=vicuna")
+    assert code == 2 and "data.template=vicuna: unknown template 'vicuna'" in err and "chatml" in err
+
+
+def test_corpus_made_with_another_tokenizer_is_refused(nemo, capsys, smollm2_hf, tmp_path):
+    from data.prepare_pretraining import prepare
+
+    documents = tmp_path / "docs.jsonl"
+    documents.write_text("".join(json.dumps({"text": f"Document {i} about tokenizers."}) + "\n" for i in range(4)))
+    corpus = prepare([str(documents)], smollm2_hf, tmp_path / "smollm2").prefix
+    code, _, err = run_cli(capsys, "recipe=tiny_llama_pretrain", f"data.paths=[{corpus}]")
+    assert code == 2 and "does not fit the recipe" in err, err
+    assert f"corpus {corpus} was prepared with tokenizer {smollm2_hf} (vocabulary 49152)" in err
+    assert f"tokenizer {REPO / 'models/tokenizers/tiny'}" in err and "re-run python -m data.prepare_pretraining" in err

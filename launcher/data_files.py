@@ -112,9 +112,17 @@ def _template_misfit(data) -> list[str]:
 
 
 def tokenizer_folder(data) -> str | None:
-    """The local tokenizer folder the data module loads (`pretrained_model_name`), or None (a hub name)."""
-    name = getattr(data.tokenizer, "pretrained_model_name", None)
-    return str(name) if name is not None and Path(name).is_dir() else None
+    """The local tokenizer folder the data module will load, or None where there is none here: a hub
+    tokenizer (`hf://`), or weights not imported yet (the starting-weights check names that)."""
+    from runtime import checkpoints
+
+    source = getattr(data.tokenizer, "source", None)
+    if source is None or str(source).startswith(checkpoints.HUB_SCHEME):
+        return None
+    try:
+        return checkpoints.tokenizer_folder(str(source))
+    except UserError:
+        return None
 
 
 def _corpus_misfits(data) -> list[str]:
@@ -132,7 +140,7 @@ def show_command(data) -> str | None:
     """For a dry run: the command that prints a record of an SFT run's data as this run trains on it."""
     if not hasattr(data, "record_form") or is_unset(data.dataset_root):
         return None
-    arguments = ["--input", f"{data.dataset_root}/training.jsonl", "--tokenizer", str(data.tokenizer.pretrained_model_name),
+    arguments = ["--input", f"{data.dataset_root}/training.jsonl", "--tokenizer", tokenizer_folder(data) or str(data.tokenizer.source),
                  "--template", data.template]
     arguments += ["--system-prompt", data.system_prompt] if data.system_prompt else []
     arguments += ["--last-turn-only"] if data.last_turn_only else []

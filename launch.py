@@ -30,6 +30,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--diff", metavar="RECIPE", help="compare the resolved config with another recipe")
     parser.add_argument("--jobs", type=int, default=1, metavar="N", help="executor=slurm: a chain of N dependent jobs (afterany), each resuming from the last checkpoint")
     parser.add_argument("--after", metavar="ID", help="executor=slurm: start after this Slurm job id or nemo_run experiment id")
+    parser.add_argument("--then", metavar="STEPS", help="after training, in order: average[:K],export,eval[:benchmark,...] (README.md, 'After training')")
     return parser.parse_args(argv)
 
 
@@ -64,11 +65,13 @@ def run_command(argv: list[str]) -> int:
     from launcher import plans
 
     plans.check_gpu_name(args.gpu)  # before NeMo is imported too
-    from launcher import inspection, session
+    from launcher import chain, inspection, session
 
+    then, overrides = chain.split(args.then, overrides)
     prepared = session.prepare(name, overrides)
     prepared.jobs, prepared.after = args.jobs, args.after
     prepared.gpu, prepared.fit_check = args.gpu, not args.no_fit_check
+    prepared.then = chain.plan(then, prepared) if then else None
     if args.plan:
         print(session.plan(prepared))
     elif args.explain:

@@ -54,6 +54,12 @@ def run_checkpoints(run_dir: Path) -> dict[int, Path]:
     return by_step
 
 
+def newest_checkpoint(run_dir: Path) -> Path:
+    """The run's checkpoint of the highest step (what a finished run ends with)."""
+    by_step = run_checkpoints(run_dir)
+    return by_step[max(by_step)]
+
+
 def select_checkpoints(run_dir: Path, last: int | None = None, steps: list[int] | None = None) -> list[Path]:
     by_step = run_checkpoints(run_dir)
     if steps:

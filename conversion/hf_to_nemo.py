@@ -17,6 +17,8 @@ from pathlib import Path
 
 from common import cli
 from conversion.errors import ConversionError, ConversionFailed
+from models import catalog
+from runtime import checkpoints
 
 ARCHITECTURE_FAMILIES = {
     "LlamaForCausalLM": "llama",
@@ -137,6 +139,62 @@ def refuse_shape_mismatches(hf_dir: Path, shards: list[Path]) -> None:
         raise ConversionError(f"weights in {hf_dir} lack {len(missing)} tensors the config needs, e.g. {missing[:3]}")
 
 
+# HF config.json key -> the architecture field of models.catalog.architecture it must equal.
+HF_ARCHITECTURE_KEYS = {
+    "num_hidden_layers": "num_layers",
+    "hidden_size": "hidden_size",
+    "num_attention_heads": "num_attention_heads",
+    "num_key_value_heads": "num_query_groups",
+    "vocab_size": "vocab_size",
+}
+
+
+def importable_models() -> list[str]:
+    return sorted(name for name, spec in catalog.MODELS.items() if spec.checkpoint)
+
+
+def require_catalog_model(model_name: str) -> catalog.ModelSpec:
+    spec = catalog.MODELS.get(model_name)
+    if spec is None or not spec.checkpoint:
+        raise ConversionError(f"--model {model_name}: not a model of models/catalog.py that starts from imported "
+                              f"weights; choose from {', '.join(importable_models())}")
+    return spec
+
+
+def refuse_architecture_mismatch(config: dict, family: str, model_name: str) -> None:
+    """The folder must hold the catalog row's model: otherwise its recipes would restore the wrong shapes."""
+    expected = catalog.architecture(model_name)
+    found = {key: config.get(key) for key in HF_ARCHITECTURE_KEYS}
+    found["num_key_value_heads"] = found["num_key_value_heads"] or found["num_attention_heads"]
+    problems = [f"{key} {found[key]} (the catalog's {model_name} has {expected[field]})"
+                for key, field in HF_ARCHITECTURE_KEYS.items() if found[key] != expected[field]]
+    if FAMILY_MODEL_CLASSES[family] != expected["model"]:
+        problems.append(f"family {family} (the catalog's {model_name} is a {expected['model']})")
+    if problems:
+        raise ConversionError(f"the folder's config.json does not describe {model_name}: " + "; ".join(problems))
+
+
+def destination(model_name: str | None, out: Path | None) -> Path:
+    """--out, or where the catalog model's recipes look for its imported weights."""
+    if out is not None:
+        return out
+    if model_name is None:
+        raise ConversionError("give --model NAME to import where that model's recipes look "
+                              f"({', '.join(importable_models())}), or --out DIR")
+    return checkpoints.resolve(require_catalog_model(model_name).checkpoint)
+
+
+def how_to_use(model_name: str | None, out_dir: Path) -> str:
+    """What to type next: the recipe that restores this checkpoint, and the overrides when it is elsewhere."""
+    recipe = f"{model_name}_sft" if model_name else "<model>_sft"
+    launch = f"python launch.py recipe={recipe} data.dataset_root=<folder from python -m data.sft convert>"
+    if model_name and checkpoints.resolve(catalog.MODELS[model_name].checkpoint).resolve() == out_dir:
+        where = checkpoints.spelled_out(catalog.MODELS[model_name].checkpoint)
+        return f"the {model_name}_* recipes restore from {where}:\n  {launch}"
+    pointing = f"{checkpoints.RESTORE_KEY}={out_dir} {checkpoints.TOKENIZER_KEY}={out_dir}"
+    return f"point a recipe at it (weights and tokenizer):\n  {launch} {pointing}"
+
+
 def refuse_existing_output(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not overwrite:
         raise ConversionError(f"{out_dir} already exists (pass --overwrite to replace it)")
@@ -175,22 +233,29 @@ def require_complete_checkpoint(ckpt_dir: Path) -> None:
             raise ConversionFailed(f"NeMo import produced no {part} in {ckpt_dir}")
 
 
-def validate_hf_folder(hf_dir: Path, family: str = "auto") -> str:
+def validate_hf_folder(hf_dir: Path, family: str = "auto", model_name: str | None = None) -> str:
     """All refusals, before anything is written. Returns the model family."""
     config = read_hf_config(hf_dir)
     shards = require_weights(hf_dir)
     family = detect_family(config, family)
     refuse_features_nemo_would_drop(config, family)
+    if model_name is not None:
+        require_catalog_model(model_name)
+        refuse_architecture_mismatch(config, family, model_name)
     refuse_shape_mismatches(hf_dir, shards)
     return family
 
 
-def import_hf(hf_dir: Path | str, out_dir: Path | str, family: str = "auto", overwrite: bool = False) -> Path:
-    hf_dir, out_dir = Path(hf_dir).resolve(), Path(out_dir).resolve()
+def import_hf(hf_dir: Path | str, out_dir: Path | str | None = None, family: str = "auto", overwrite: bool = False,
+              model_name: str | None = None) -> Path:
+    """Imports to `out_dir`, or (None) to where `model_name`'s recipes look; with `model_name`, the folder must
+    hold that catalog model's architecture."""
+    hf_dir = Path(hf_dir).resolve()
+    out_dir = destination(model_name, None if out_dir is None else Path(out_dir)).resolve()
     started = time.perf_counter()
-    log(f"checking {hf_dir}")
+    log(f"checking {hf_dir}" + (f" against the catalog's {model_name}" if model_name else ""))
     refuse_existing_output(out_dir, overwrite)
-    family = validate_hf_folder(hf_dir, family)
+    family = validate_hf_folder(hf_dir, family, model_name)
     log(f"model family: {family} -> nemo.collections.llm.{FAMILY_MODEL_CLASSES[family]}")
 
     log("loading NeMo (takes ~25 s)")
@@ -210,6 +275,7 @@ def import_hf(hf_dir: Path | str, out_dir: Path | str, family: str = "auto", ove
         require_complete_checkpoint(staged)
         publish(staged, out_dir)
     log(f"wrote {out_dir} in {time.perf_counter() - started:.0f}s")
+    log(how_to_use(model_name, out_dir))
     return out_dir
 
 
@@ -225,11 +291,13 @@ def publish(staged: Path, out_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = cli.ArgumentParser(description="Import a Hugging Face model folder into a NeMo 2 checkpoint.")
     parser.add_argument("--hf", required=True, type=Path, help="Hugging Face model folder (config.json + weights)")
-    parser.add_argument("--out", required=True, type=Path, help="NeMo 2 checkpoint directory to create")
+    parser.add_argument("--model", help="catalog model (models/catalog.py) the folder holds: checked, and the "
+                        "default --out is where its recipes look ($NEMO_MODELS_CACHE/<hf id>)")
+    parser.add_argument("--out", type=Path, help="NeMo 2 checkpoint directory to create (default: from --model)")
     parser.add_argument("--model-family", default="auto", choices=["auto", *FAMILY_MODEL_CLASSES])
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = parser.parse_args(argv)
-    return report(lambda: import_hf(args.hf, args.out, args.model_family, args.overwrite))
+    return report(lambda: import_hf(args.hf, args.out, args.model_family, args.overwrite, args.model))
 
 
 if __name__ == "__main__":

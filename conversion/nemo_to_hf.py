@@ -230,13 +230,18 @@ def export_nemo(
 
 def main(argv: list[str] | None = None) -> int:
     parser = cli.ArgumentParser(description="Export a NeMo 2 checkpoint to a Hugging Face model folder.")
-    parser.add_argument("--nemo", required=True, type=Path, help="NeMo 2 checkpoint dir (has weights/ and context/)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--nemo", type=Path, help="NeMo 2 checkpoint dir (has weights/ and context/)")
+    source.add_argument("--run", type=Path, help="a training run's log dir (or its checkpoints/): its newest checkpoint")
     parser.add_argument("--out", required=True, type=Path, help="Hugging Face folder to create")
     parser.add_argument("--tokenizer", type=Path, help="HF tokenizer folder (default: the one in the checkpoint context)")
     parser.add_argument("--chat-template", type=Path, help="Jinja chat template file to store in tokenizer_config.json")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = parser.parse_args(argv)
-    return report(lambda: export_nemo(args.nemo, args.out, args.tokenizer, args.chat_template, args.overwrite))
+    from conversion.average import newest_checkpoint  # here, not at the top: conversion.average imports this module
+
+    return report(lambda: export_nemo(args.nemo or newest_checkpoint(args.run), args.out, args.tokenizer,
+                                      args.chat_template, args.overwrite))
 
 
 if __name__ == "__main__":

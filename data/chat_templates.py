@@ -38,6 +38,9 @@ class ChatTemplate:
     trained_roles: frozenset[str]
     roles: dict[str, RoleFormat]
     special_tokens: tuple[str, ...]
+    # The tokenizer's end-of-sequence token closes the last answer (and is trained): for templates without a
+    # turn token of their own (plain), so that the model learns to stop.
+    end_with_eos: bool = False
 
     @property
     def generation_prompt(self) -> str:
@@ -78,6 +81,7 @@ def parse_template(spec: dict, where: str) -> ChatTemplate:
             trained_roles=frozenset(spec["trained_roles"]),
             roles=roles,
             special_tokens=tuple(spec.get("special_tokens", ())),
+            end_with_eos=bool(spec.get("end_with_eos", False)),
         )
     except (KeyError, TypeError) as error:
         raise TemplateError(f"{where}: malformed template, missing or invalid {error}") from error
@@ -108,6 +112,7 @@ def template_to_jinja(template: ChatTemplate) -> str:
                 literal(fmt.prefix)
                 + "{% generation %}{{ message['content'] }}"
                 + literal(template.end_of_turn)
+                + ("{% if loop.last %}{{ eos_token }}{% endif %}" if template.end_with_eos else "")
                 + "{% endgeneration %}"
                 + literal(fmt.suffix[len(template.end_of_turn) :])
             )
@@ -132,6 +137,8 @@ def check_template_tokens(template: ChatTemplate, tokenizer) -> None:
     missing = [
         token for token in template.special_tokens if len(tokenizer.encode(token, add_special_tokens=False)) != 1
     ]
+    if template.end_with_eos and tokenizer.eos_token is None:
+        missing.append("an eos token")
     if missing:
         raise TemplateError(
             f"tokenizer {tokenizer.name_or_path!r} has no single-token {missing} needed by template "
@@ -170,14 +177,15 @@ class TokenizedSequence:
     loss_mask: list[int]  # 1 where the token is trained (aligned with input_ids, not shifted)
 
 
-def render_segments(messages: Sequence[dict], template: ChatTemplate) -> list[Segment]:
+def render_segments(messages: Sequence[dict], template: ChatTemplate, eos_token: str | None = None) -> list[Segment]:
     segments = [Segment(template.bos, False)]
-    for message in messages:
+    for turn, message in enumerate(messages):
         fmt = template.roles[message["role"]]
         if message["role"] in template.trained_roles:
+            closing = eos_token if template.end_with_eos and turn == len(messages) - 1 else ""
             segments += [
                 Segment(fmt.prefix, False),
-                Segment(message["content"] + template.end_of_turn, True),
+                Segment(message["content"] + template.end_of_turn + closing, True),
                 Segment(fmt.suffix[len(template.end_of_turn) :], False),
             ]
         else:
@@ -214,15 +222,30 @@ def mask_from_offsets(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[
     return mask
 
 
-def tokenize_conversation(messages: Sequence[dict], tokenizer, template: Template) -> TokenizedSequence:
-    """Token ids and answer-only loss mask (assistant content + end-of-turn token) for one conversation."""
+def tokenize_conversation(
+    messages: Sequence[dict], tokenizer, template: Template, last_turn_only: bool = False
+) -> TokenizedSequence:
+    """Token ids and answer-only loss mask (assistant content + end-of-turn token) for one conversation;
+    every assistant turn is trained, or with ``last_turn_only`` the final one alone."""
     if isinstance(template, HFChatTemplate):
-        return tokenize_with_hf_template(messages, tokenizer)
-    segments = render_segments(messages, template)
-    text = "".join(s.text for s in segments)
-    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    mask = mask_from_offsets(encoding["offset_mapping"], trained_character_spans(segments), text)
-    return TokenizedSequence(list(encoding["input_ids"]), mask)
+        sequence = tokenize_with_hf_template(messages, tokenizer)
+    else:
+        segments = render_segments(messages, template, tokenizer.eos_token)
+        text = "".join(s.text for s in segments)
+        encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        mask = mask_from_offsets(encoding["offset_mapping"], trained_character_spans(segments), text)
+        sequence = TokenizedSequence(list(encoding["input_ids"]), mask)
+    return only_last_trained_span(sequence) if last_turn_only else sequence
+
+
+def only_last_trained_span(sequence: TokenizedSequence) -> TokenizedSequence:
+    """The mask with every trained span but the last (the final assistant answer) set to 0."""
+    mask = list(sequence.loss_mask)
+    end = max(i for i, trained in enumerate(mask) if trained) + 1
+    start = end
+    while start > 0 and mask[start - 1]:
+        start -= 1
+    return TokenizedSequence(sequence.input_ids, [0] * start + mask[start:end] + [0] * (len(mask) - end))
 
 
 def tokenize_with_hf_template(messages: Sequence[dict], tokenizer) -> TokenizedSequence:

@@ -42,13 +42,14 @@ from typing import Sequence
 
 import numpy as np
 
-from data.chat_templates import TemplateError, TokenizedSequence, prepare_template, tokenize_conversation
+from data.chat_templates import TokenizedSequence, prepare_template
 from data.core.atomic import atomic_write
 from data.core.command import run_command
 from data.core.errors import BadLinePolicy, DataError
 from data.core.sources import expand_inputs, read_records
 from data.core.tokenizer import load_hf_tokenizer
-from data.sft import KeyChoice, as_messages, messages_from_record, prompt_response_from_record
+from data.sft import KeyChoice, add_training_format_arguments, prompt_response_from_record
+from data.sft_records import TrainingFormat
 
 
 @dataclass(frozen=True)
@@ -171,20 +172,20 @@ def tokenize_file(
     context_parallel_size: int,
     truncate: bool,
     policy: BadLinePolicy,
+    training_format: TrainingFormat = TrainingFormat(),
 ) -> tuple[list[LocatedSequence], int]:
-    """Tokenized, CP-padded sequences of one normalised JSONL file, and how many were truncated."""
+    """Tokenized, CP-padded sequences of one normalised JSONL file, and how many were truncated.
+
+    Each record is tokenized as the recipe's data module does it (``training_format``: system prompt,
+    trained turns; ``template`` is its template, prepared for ``tokenizer``)."""
     multiple = 2 * context_parallel_size if context_parallel_size > 1 else 1
     sequences, truncated = [], 0
     for source in read_records([path], policy):
         try:
-            if "messages" in source.record:
-                messages = messages_from_record(source.record, source.where)
-            else:
-                messages = as_messages(prompt_response_from_record(source, KeyChoice()))
-            try:
-                tokenized = tokenize_conversation(messages, tokenizer, template)
-            except TemplateError as error:
-                raise DataError(f"{source.where}: {error}") from error
+            record = source.record
+            if "messages" not in record:  # any prompt/response layout data.sft convert reads
+                record = prompt_response_from_record(source, KeyChoice())
+            tokenized = training_format.sequence(record, tokenizer, template, source.where)
             fitted = fit_to_pack_size(tokenized, pack_size, multiple, truncate, source.where)
         except DataError as error:
             policy.handle(error)
@@ -234,7 +235,8 @@ def run(args: argparse.Namespace) -> None:
     for split, path in splits:
         policy = BadLinePolicy(skip=args.skip_bad_lines)
         sequences, truncated = tokenize_file(
-            path, tokenizer, template, args.pack_size, args.context_parallel_size, args.truncate, policy
+            path, tokenizer, template, args.pack_size, args.context_parallel_size, args.truncate, policy,
+            TrainingFormat(args.template, args.system_prompt, args.last_turn_only),
         )
         result = pack(sequences, args.pack_size)
         save_packed(paths[split], result.bins)
@@ -250,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train", required=True, help="normalised SFT JSONL (python -m data.sft convert)")
     parser.add_argument("--validation", help="normalised SFT JSONL for validation")
     parser.add_argument("--tokenizer", required=True, help="Hugging Face tokenizer directory")
-    parser.add_argument("--template", default="chatml", help="'hf', a name from data/templates, or a file")
+    add_training_format_arguments(parser)
     parser.add_argument("--pack-size", type=int, required=True, help="tokens per bin (PackedSequenceSpecs size)")
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--context-parallel-size", type=int, default=1)

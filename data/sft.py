@@ -330,7 +330,11 @@ def show_example(args: argparse.Namespace) -> None:
         raise DataError(f"--index {args.index} out of range: {len(records)} record(s)")
     tokenizer = load_hf_tokenizer(args.tokenizer)
     template = prepare_template(args.template, tokenizer)
-    sequence = tokenize_conversation(as_messages(records[args.index]), tokenizer, template)
+    # The recipe's data module tokenizes through the same TrainingFormat: what is shown is what is trained.
+    from data.sft_records import TrainingFormat
+
+    training_format = TrainingFormat(args.template, args.system_prompt, args.last_turn_only)
+    sequence = training_format.sequence(records[args.index], tokenizer, template, f"record {args.index}")
     groups = decode_groups(sequence, tokenizer)
     console = Console(highlight=False)
     console.print(
@@ -385,6 +389,14 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-bad-lines", action="store_true", help="skip malformed records and report them")
 
 
+def add_training_format_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of data.sft_records.TrainingFormat, named like the recipe's data.* overrides."""
+    parser.add_argument("--template", default="plain",
+                        help=f"data.template: 'hf' or one of {available_templates()} or a template JSON file")
+    parser.add_argument("--system-prompt", help="data.system_prompt: a system message before each prompt/response record")
+    parser.add_argument("--last-turn-only", action="store_true", help="data.last_turn_only: train only the final answer")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m data.sft", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -401,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     show_parser = commands.add_parser("show", help="print one example with its trained tokens made visible")
     add_input_arguments(show_parser)
     show_parser.add_argument("--tokenizer", required=True, help="Hugging Face tokenizer directory")
-    show_parser.add_argument("--template", default="chatml", help=f"'hf' or one of {available_templates()} or a file")
+    add_training_format_arguments(show_parser)
     show_parser.add_argument("--index", type=int, default=0)
     show_parser.add_argument("--plain", action="store_true", help="only the [[...]] plain-text form")
     show_parser.set_defaults(run=show_example)

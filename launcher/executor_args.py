@@ -10,6 +10,7 @@ from runtime import slurm
 
 
 EXECUTOR_KINDS = ("local", "slurm")
+THEN_SECTION = "then"  # a cluster file's settings of the jobs after training (--then)
 
 
 def _preset_settings(mapping: dict, prefix: str = "") -> list[str]:
@@ -24,7 +25,11 @@ def _preset_settings(mapping: dict, prefix: str = "") -> list[str]:
     return settings
 
 
-def load_preset(path: str) -> tuple[str, list[str]]:
+def is_cluster_file(text: str) -> bool:
+    return text.startswith("executor=") and text.endswith((".yaml", ".yml"))
+
+
+def read_preset(path: str) -> dict:
     """A cluster file users keep: `executor: slurm` plus any executor keys (see runtime/SLURM.md)."""
     try:
         preset = yaml.safe_load(open(path))
@@ -34,15 +39,31 @@ def load_preset(path: str) -> tuple[str, list[str]]:
         raise UserError(f"executor={path}: not valid YAML ({error})") from None
     if not isinstance(preset, dict) or preset.get("executor") not in EXECUTOR_KINDS:
         raise UserError(f"executor={path}: the file must be a mapping with `executor: {' | '.join(EXECUTOR_KINDS)}`")
+    return preset
+
+
+def load_preset(path: str) -> tuple[str, list[str]]:
+    """The executor kind and the training job's settings of a cluster file."""
+    preset = read_preset(path)
     kind = preset.pop("executor")
+    preset.pop(THEN_SECTION, None)  # the jobs after training (--then): then_preset_settings
     return kind, _preset_settings(preset)
+
+
+def then_preset_settings(args: list[str]) -> list[str]:
+    """`key=value` settings of the `then:` section of the cluster file named in `args`, if any (launcher/chain.py)."""
+    files = [text.partition("=")[2].strip() for text in args if is_cluster_file(text)]
+    section = read_preset(files[-1]).get(THEN_SECTION) if files else None
+    if section is not None and not isinstance(section, dict):
+        raise UserError(f"executor={files[-1]}: `{THEN_SECTION}:` must be a mapping of executor keys")
+    return _preset_settings(section or {})
 
 
 def split_args(args: list[str]) -> tuple[str, list[str], list[str]]:
     """(kind, executor overrides without the 'executor.' prefix, recipe overrides) from the command line."""
     kind, executor_args, rest = "local", [], []
     for text in args:
-        if text.startswith("executor=") and text.endswith((".yaml", ".yml")):
+        if is_cluster_file(text):
             kind, preset = load_preset(text.partition("=")[2].strip())
             executor_args = preset + executor_args  # the command line's own settings still win
         elif text.startswith("executor="):

@@ -5,6 +5,7 @@ import fiddle as fdl
 
 from launcher import epoch, overrides, resolve
 from recipes.blocks import ONE_EPOCH
+from runtime import checkpoints
 
 
 def _parent_and_leaf(config, key: str):
@@ -26,7 +27,11 @@ def _where(setter) -> str:
 
 def _meaning(key: str, value) -> str:
     """What a value that is a convention rather than a number means, for --explain."""
-    return f"  ({epoch.COUNTED_AT_LAUNCH})" if key == "trainer.max_steps" and value == ONE_EPOCH else ""
+    if key == "trainer.max_steps" and value == ONE_EPOCH:
+        return f"  ({epoch.COUNTED_AT_LAUNCH})"
+    if key == checkpoints.RESTORE_KEY:
+        return f"  ({checkpoints.restore_status(value)})"
+    return ""
 
 
 def explain(prepared, key: str) -> str:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import nemo_run as run
 
 from common.errors import UserError
-from launcher import data_files, epoch, executor_args, overrides, plans, resolve, validation
+from launcher import chain, data_files, epoch, executor_args, overrides, plans, resolve, starting_weights, validation
 from recipes import registry
 from recipes.blocks import ONE_EPOCH
 from runtime import entry, executors, machine, slurm
@@ -23,6 +23,7 @@ class Prepared:
     after: str | None = None  # executor=slurm: a Slurm job id or nemo_run experiment to start after (--after)
     gpu: str | None = None  # the GPU to plan on (--gpu; launcher/plans.py); None: the recipe's target
     fit_check: bool = True  # False (--no-fit-check): launch even when the plan says it cannot fit
+    then: chain.Chain | None = None  # the steps after training (--then): launcher/chain.py
 
 
 def prepare(name: str, override_args: list[str], fit_to_machine: bool = True) -> Prepared:
@@ -41,9 +42,11 @@ def prepare(name: str, override_args: list[str], fit_to_machine: bool = True) ->
     return prepared
 
 
-def task(prepared: Prepared) -> run.Partial:
-    """What the executor runs: the recipe behind the machine preparation of runtime.entry."""
-    return run.Partial(entry.train, recipe=prepared.config)
+def task(prepared: Prepared, recipe: run.Partial | None = None) -> run.Partial:
+    """What the executor runs: the recipe (default: the prepared one) behind runtime.entry's machine preparation
+    and starting-weights check, which names the import command on failure."""
+    config = prepared.config if recipe is None else recipe
+    return run.Partial(entry.train, recipe=config, import_how=starting_weights.import_how(prepared))
 
 
 def _check_local_options(prepared: Prepared) -> None:
@@ -52,21 +55,25 @@ def _check_local_options(prepared: Prepared) -> None:
 
 
 def slurm_steps(prepared: Prepared) -> list:
-    """(job name, task, None) per job of the chain: --jobs N splits trainer.max_steps into step targets."""
+    """(job name, task, executor or None) per job: --jobs N splits trainer.max_steps into step targets; the
+    jobs of --then follow."""
     recipes = slurm.chain_recipes(prepared.config, prepared.jobs)
     if len(recipes) == 1:
-        return [(prepared.name, task(prepared), None)]
-    return [(f"{prepared.name}-{k}", run.Partial(entry.train, recipe=r), None) for k, r in enumerate(recipes, 1)]
+        training = [(prepared.name, task(prepared), None)]
+    else:
+        training = [(f"{prepared.name}-{k}", task(prepared, r), None) for k, r in enumerate(recipes, 1)]
+    return training + (chain.slurm_steps(prepared.then) if prepared.then else [])
 
 
 def _config_parts(prepared: Prepared) -> list[str]:
-    """The head of a dry run: the resolved config, what was fitted to this machine, the plan's summary line
-    (a plan that does not fit is refused here, as at launch)."""
+    """The head of a dry run: the resolved config, what was fitted to this machine, the starting weights and
+    the plan's summary line (a plan that does not fit is refused here, as at launch)."""
     plan_line = plans.require_fit(prepared)
     parts = [f"# recipe: {prepared.name}", resolve.to_yaml(prepared.config).rstrip()]
     if prepared.machine_changes:
         parts.append("# fitted to this machine:\n" + "\n".join(f"#   {c}" for c in prepared.machine_changes))
-    return parts + [f"# {plan_line}"]
+    weights = starting_weights.describe(prepared.config)
+    return parts + ([weights] if weights else []) + [f"# {plan_line}"]
 
 
 def slurm_dryrun(prepared: Prepared) -> str:
@@ -80,6 +87,8 @@ def slurm_dryrun(prepared: Prepared) -> str:
 
 
 def slurm_launch(prepared: Prepared) -> int:
+    # A path the submitter cannot see is checked by the job itself, first thing (runtime.entry.train).
+    starting_weights.require(prepared, only_where_visible=True)
     print(plans.require_fit(prepared))
     after = slurm.resolve_after(prepared.after) if prepared.after else []
     executor = slurm.build(prepared.executor_config)
@@ -100,9 +109,12 @@ def dryrun(prepared: Prepared) -> str:
         return slurm_dryrun(prepared)
     _check_local_options(prepared)
     _note(prepared, epoch.preview_max_steps(prepared.config))
+    _note(prepared, data_files.show_command(prepared.config.data))
     parts = _config_parts(prepared)
     executor = executors.for_recipe(prepared.config)
     parts.append("# launch command:\n" + executors.describe(executor, prepared.name))
+    if prepared.then:
+        parts.append(chain.describe(prepared.then))
     return "\n".join(parts)
 
 
@@ -121,9 +133,12 @@ def launch(prepared: Prepared) -> int:
     _note(prepared, epoch.fill_max_steps(prepared.config))
     executors.check_can_run(prepared.config)
     data_files.require(prepared.config.data)
+    starting_weights.require(prepared)
     print(plans.require_fit(prepared))
     executor = executors.for_recipe(prepared.config)
     executors.launch(task(prepared), executor, prepared.name)
+    if prepared.then:
+        chain.run_local(prepared.then)
     return 0
 
 

@@ -22,9 +22,26 @@ class ModelSpec:
     description: str
     model_class: str
     config_class: str
-    tokenizer: str  # a Hugging Face id, or a local tokenizer folder
-    hf_id: str | None = None
+    hf_id: str | None = None  # the Hugging Face model the imported weights come from
+    # The embedding's rows: Hugging Face config.json's vocab_size, checked on import (conversion/hf_to_nemo.py);
+    # NeMo sizes the embedding from len(tokenizer) unless the config class sets vocab_size, as Qwen's does.
+    vocab_size: int = 0
+    # How SFT/LoRA data is rendered (data/templates, or "hf"): an instruct model's own chat format, plain
+    # text for a base model. `data.template=...` overrides it per run.
+    chat_template: str = "plain"
     config_overrides: dict = field(default_factory=dict)
+    local_tokenizer: str | None = None  # a tokenizer folder, for models without imported weights
+
+    @property
+    def checkpoint(self) -> str | None:
+        """Where the recipes restore the imported weights from: `python -m conversion.hf_to_nemo --model NAME`
+        writes there ($NEMO_MODELS_CACHE/<hf id>, see runtime/checkpoints.py)."""
+        return f"nemo://{self.hf_id}" if self.hf_id else None
+
+    @property
+    def tokenizer(self) -> str:
+        """The tokenizer comes from the same place as the weights: the checkpoint's context/nemo_tokenizer."""
+        return self.local_tokenizer or self.checkpoint
 
 
 MODELS = {
@@ -35,7 +52,8 @@ MODELS = {
             description="2-layer Llama (hidden 64) for CPU runs and tests",
             model_class="nemo.collections.llm.LlamaModel",
             config_class=f"{_LLAMA}.Llama3Config",
-            tokenizer=str(TOKENIZERS / "tiny"),
+            local_tokenizer=str(TOKENIZERS / "tiny"),
+            vocab_size=4096,  # models/tokenizers/tiny/tokenizer.json: 4,096 entries (its 4 special tokens among them)
             config_overrides=dict(
                 num_layers=2,
                 hidden_size=64,
@@ -51,10 +69,10 @@ MODELS = {
             description="SmolLM2-135M-Instruct: a real pretrained Llama small enough for CPU",
             model_class="nemo.collections.llm.LlamaModel",
             config_class=f"{_LLAMA}.Llama3Config",
-            # The tokenizer files hf_to_nemo staged from .cache/smollm2-135m-instruct (recipes/smollm2_135m.py);
-            # not the HF folder itself, whose 540 MB of weights NeMo would copy into every checkpoint.
-            tokenizer=str(REPO_ROOT / ".cache" / "smollm2-135m-instruct-nemo" / "context" / "nemo_tokenizer"),
             hf_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+            vocab_size=49152,
+            # SmolLM2's own (hf) template has no {% generation %} markers and adds a default system prompt.
+            chat_template="chatml",
             config_overrides=dict(
                 num_layers=30,
                 hidden_size=576,
@@ -73,48 +91,70 @@ MODELS = {
             description="Llama 3.2 1B",
             model_class="nemo.collections.llm.LlamaModel",
             config_class=f"{_LLAMA}.Llama32Config1B",
-            tokenizer="meta-llama/Llama-3.2-1B",
             hf_id="meta-llama/Llama-3.2-1B",
+            vocab_size=128256,
         ),
         ModelSpec(
             name="llama32_3b",
             description="Llama 3.2 3B",
             model_class="nemo.collections.llm.LlamaModel",
             config_class=f"{_LLAMA}.Llama32Config3B",
-            tokenizer="meta-llama/Llama-3.2-3B",
             hf_id="meta-llama/Llama-3.2-3B",
+            vocab_size=128256,
         ),
         ModelSpec(
             name="llama31_8b",
             description="Llama 3.1 8B",
             model_class="nemo.collections.llm.LlamaModel",
             config_class=f"{_LLAMA}.Llama31Config8B",
-            tokenizer="meta-llama/Llama-3.1-8B",
             hf_id="meta-llama/Llama-3.1-8B",
+            vocab_size=128256,
         ),
         ModelSpec(
             name="llama31_70b",
             description="Llama 3.1 70B",
             model_class="nemo.collections.llm.LlamaModel",
             config_class=f"{_LLAMA}.Llama31Config70B",
-            tokenizer="meta-llama/Llama-3.1-70B",
             hf_id="meta-llama/Llama-3.1-70B",
+            vocab_size=128256,
         ),
         ModelSpec(
             name="mistral_7b",
             description="Mistral 7B v0.1",
             model_class="nemo.collections.llm.MistralModel",
             config_class="nemo.collections.llm.gpt.model.mistral.MistralConfig7B",
-            tokenizer="mistralai/Mistral-7B-v0.1",
             hf_id="mistralai/Mistral-7B-v0.1",
+            vocab_size=32000,
         ),
         ModelSpec(
             name="qwen25_7b",
             description="Qwen2.5 7B",
             model_class="nemo.collections.llm.Qwen2Model",
             config_class="nemo.collections.llm.gpt.model.qwen2.Qwen25Config7B",
-            tokenizer="Qwen/Qwen2.5-7B",
             hf_id="Qwen/Qwen2.5-7B",
+            vocab_size=152064,  # Qwen25Config7B.vocab_size (the tokenizer has 151,665)
         ),
     ]
 }
+
+
+def architecture(model_name: str) -> dict:
+    """The row's model class name and numbers the recipes build it with (NeMo's config-class defaults, then
+    the row's overrides), read from the dataclass fields: constructing the config would validate fusion flags
+    against this machine's Transformer Engine, which is beside the point here."""
+    import dataclasses
+    import importlib
+
+    spec = MODELS[model_name]
+    module, _, name = spec.config_class.rpartition(".")
+    config_class = getattr(importlib.import_module(module), name)
+    values = {f.name: f.default for f in dataclasses.fields(config_class) if f.default is not dataclasses.MISSING}
+    values.update(spec.config_overrides)
+    return {
+        "model": spec.model_class.rsplit(".", 1)[-1],
+        "num_layers": values["num_layers"],
+        "hidden_size": values["hidden_size"],
+        "num_attention_heads": values["num_attention_heads"],
+        "num_query_groups": values.get("num_query_groups") or values["num_attention_heads"],
+        "vocab_size": spec.vocab_size,
+    }

@@ -1,18 +1,10 @@
-"""What the catalog rows do not say, as data: the tokenizer's vocabulary (NeMo sizes the embedding from
-len(tokenizer) unless the config class sets vocab_size, as Qwen's does) and the parameter count Hugging Face
-publishes for each model (the total of its safetensors, tied embeddings counted once)."""
+"""What planning reads beside the catalog rows: the vocabulary (the rows' vocab_size) and the parameter count
+Hugging Face publishes for each model (the total of its safetensors, tied embeddings counted once)."""
 
-# len(tokenizer) of each catalog model's tokenizer (Hugging Face tokenizer.json / config.json vocab_size).
-VOCABULARY = {
-    "tiny_llama": 4096,  # models/tokenizers/tiny/tokenizer.json: 4,096 entries (its 4 special tokens among them)
-    "smollm2_135m": 49152,
-    "llama32_1b": 128256,
-    "llama32_3b": 128256,
-    "llama31_8b": 128256,
-    "llama31_70b": 128256,
-    "mistral_7b": 32000,
-    "qwen25_7b": 152064,  # Qwen25Config7B.vocab_size (the tokenizer has 151,665; the embedding has 152,064 rows)
-}
+from models.catalog import MODELS
+
+# The embedding's rows of each catalog model (models/catalog.py).
+VOCABULARY = {name: spec.vocab_size for name, spec in MODELS.items()}
 
 # The parameter count on each model's Hugging Face page (safetensors total).
 HUGGING_FACE_PARAMETERS = {

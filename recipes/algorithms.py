@@ -5,6 +5,8 @@ with its catalog name and then states only what differs for that model.
 import nemo_run as run
 from nemo.collections import llm
 
+from data.sft_datamodule import TemplatedSFTDataModule
+from models.catalog import MODELS
 from recipes import blocks
 from recipes.blocks import ONE_EPOCH, UNSET_DATASET, UNSET_PATH
 
@@ -49,10 +51,11 @@ def pretrain(
 
 
 def finetuning_data(model_name: str, dataset_root: str, seq_length: int, global_batch_size: int) -> run.Config:
-    """Prompt/response JSONL (training.jsonl, validation.jsonl) from `python -m data.sft convert`;
-    the loss covers the response only."""
+    """Prompt/response or chat JSONL (training.jsonl, validation.jsonl) from `python -m data.sft convert`,
+    rendered with the model's chat template (`data.template=...`); the loss covers the assistant answers."""
     return run.Config(
-        llm.FineTuningDataModule,
+        TemplatedSFTDataModule,
+        template=MODELS[model_name].chat_template,
         dataset_root=dataset_root,
         seq_length=seq_length,
         tokenizer=blocks.tokenizer(model_name),

@@ -8,13 +8,13 @@ import torch
 from megatron.core.distributed import DistributedDataParallelConfig
 from megatron.core.optimizer import OptimizerConfig
 from nemo import lightning as nl
-from nemo.collections.common.tokenizers.huggingface.auto_tokenizer import AutoTokenizer
 from nemo.lightning.pytorch.optim import CosineAnnealingScheduler
 
 from fiddle import history
 
 from models.catalog import MODELS
 from recipes import factories
+from runtime import checkpoints
 
 RESULTS_DIR = "results"
 # trainer.max_steps of a run of one epoch over its data: counted at launch (launcher/epoch.py).
@@ -39,7 +39,9 @@ def _dotted(path: str):
 
 
 def tokenizer(model_name: str) -> run.Config:
-    return run.Config(AutoTokenizer, pretrained_model_name=MODELS[model_name].tokenizer)
+    """From the same place as the weights (the imported checkpoint's context), never the hub unless asked:
+    `data.tokenizer.source=<local folder>` or `data.tokenizer.source=hf://<id>` (runtime/checkpoints.py)."""
+    return run.Config(checkpoints.tokenizer, source=MODELS[model_name].tokenizer)
 
 
 def model(model_name: str) -> run.Config:
@@ -170,11 +172,12 @@ def resume() -> run.Config:
 
 
 def restore_from(model_name: str) -> run.Config | None:
-    """Fine-tuning starts from the weights `python -m conversion.hf_to_nemo` imported for the model."""
-    spec = MODELS[model_name]
-    if spec.hf_id is None:
+    """Fine-tuning starts from the weights `python -m conversion.hf_to_nemo --model NAME` imported for the model;
+    the launcher and runtime.entry check them before anything expensive starts (runtime/checkpoints.py)."""
+    checkpoint = MODELS[model_name].checkpoint
+    if checkpoint is None:
         return None
-    return run.Config(nl.RestoreConfig, path=f"nemo://{spec.hf_id}", load_optim_state=False)
+    return run.Config(nl.RestoreConfig, path=checkpoint, load_optim_state=False)
 
 
 def on_cpu(recipe: run.Partial, processes: int = 1) -> run.Partial:

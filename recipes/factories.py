@@ -12,6 +12,8 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from nemo import lightning as nl
 from nemo.collections import llm
 
+from data.sft_datamodule import TemplatedSFTDataModule
+
 
 @run.cli.factory(target=nl.NeMoLogger, target_arg="wandb")
 def wandb(project: str = "nemo-recipes", name: Optional[str] = None, entity: Optional[str] = None) -> run.Config:
@@ -25,6 +27,7 @@ def tensorboard(name: str = "tensorboard") -> run.Config:
 
 
 @run.cli.factory(target=llm.FineTuningDataModule, target_arg="packed_sequence_specs")
+@run.cli.factory(target=TemplatedSFTDataModule, target_arg="packed_sequence_specs")  # looked up by exact class
 def packed(directory: str, size: int, pad_cu_seqlens: bool = False) -> run.Config:
     """SFT data packed by `python -m data.packing --output-dir DIRECTORY --pack-size SIZE`."""
     from nemo.collections.llm.gpt.data.packed_sequence import PackedSequenceSpecs

@@ -2,7 +2,7 @@
 
 Starts from the imported NeMo checkpoint that recipes/smollm2_135m.py uses (made once, no Hub):
 
-    python -m conversion.smollm2 && python -m conversion.hf_to_nemo --hf .cache/smollm2-135m-instruct --out .cache/smollm2-135m-instruct-nemo
+    python -m conversion.smollm2 && python -m conversion.hf_to_nemo --hf .cache/smollm2-135m-instruct --model smollm2_135m
 
 and exports back with `python -m conversion.nemo_to_hf --nemo results/smollm2_135m_dpo/checkpoints/<...-last> --out DIR`.
 """
@@ -12,7 +12,6 @@ import nemo_run as run
 from models.catalog import REPO_ROOT
 from recipes import blocks, preference_algorithms
 from recipes.registry import recipe
-from recipes.smollm2_135m import IMPORTED_CHECKPOINT, imported_checkpoint
 
 MODEL = "smollm2_135m"
 PAIRS = str(REPO_ROOT / "data" / "sft_examples" / "preference_pairs.jsonl")
@@ -31,7 +30,6 @@ def smollm2_135m_dpo() -> run.Partial:
     """
     recipe = preference_algorithms.dpo(MODEL, seq_length=128, global_batch_size=8, paths=[PAIRS], max_steps=12, lr=1e-5)
     blocks.on_cpu(recipe)
-    recipe.resume.restore_config = run.Config(imported_checkpoint, path=str(IMPORTED_CHECKPOINT))
     recipe.data.micro_batch_size = 8  # 4 pairs
     recipe.optim.lr_scheduler.warmup_steps = 2
     recipe.trainer.num_sanity_val_steps = 0

@@ -1,5 +1,7 @@
 """launch.py as a user meets it: listing, dry runs, explanations, diffs, and each mistake's message."""
 
+import json
+import re
 import subprocess
 import sys
 
@@ -286,3 +288,60 @@ def test_dryrun_shows_the_plan_summary_line(nemo, capsys):
     assert code == 0
     summary = plans.plan(session.prepare("tiny_llama_pretrain", [])).summary_line()
     assert f"\n# {summary}\n" in out and "per machine (this machine, 1 process(es)), fits with" in summary
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--then", "average,exprt"], "unknown step 'exprt'"),
+        (["--then", "export,average"], "the steps run in the order average, export, eval: write --then average,export"),
+        (["--then", "eval"], "eval scores the exported Hugging Face folder: add export"),
+        (["--then", "average,average"], "average is named twice"),
+        (["--then", "average:0,export"], "the number of checkpoints to average"),
+        (["--then", "average:3,export"], r"the run keeps 2 checkpoints \(log.ckpt.save_top_k=2\)"),
+        (["--then", "export,eval:nope"], "unknown benchmark 'nope'"),
+        (["then.eval.limit=0", "--then", "export,eval"], "--limit must be positive"),
+        (["then.eval.model=x", "--then", "export,eval"], "OPTION one of python -m evaluation's options but model"),
+        (["then.executor.time=1", "--then", "export"], "settings of the Slurm jobs after training need executor=slurm"),
+        (["then.eval.limit=2"], "then.\\* settings are for the steps after training: add --then"),
+    ],
+)
+def test_then_refuses_bad_steps_before_anything_runs(nemo, capsys, argv, message):
+    code, out, err = run_cli(capsys, "recipe=tiny_llama_pretrain", *argv, "--dryrun")
+    assert code == 2 and err.count("error:") == 1, err
+    assert re.search(message, err), err
+
+
+def test_then_dryrun_prints_each_step_command(nemo, capsys):
+    code, out, _ = run_cli(capsys, "recipe=tiny_llama_pretrain", "then.eval.limit=2", "--then", "average,export,eval:facts,heldout_text", "--dryrun")
+    assert code == 0
+    run_dir = REPO / "results" / "tiny_llama_pretrain"
+    assert f"#   average: python -m conversion.average --run {run_dir} --last 2 --out {run_dir}/averaged --overwrite" in out
+    assert f"#   export: python -m conversion.nemo_to_hf --nemo {run_dir}/averaged --out {run_dir}/hf --overwrite" in out
+    assert f"#   eval: python -m evaluation --model {run_dir}/hf --out {run_dir}/eval.json --benchmarks facts,heldout_text --limit 2" in out
+
+
+def test_sft_folder_mixing_record_forms_is_refused_before_the_run_starts(nemo, capsys, tmp_path):
+    chat = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}
+    (tmp_path / "training.jsonl").write_text('{"input": "Hi", "output": "Hello."}\n' + json.dumps(chat) + "\n")
+    code, _, err = run_cli(capsys, "recipe=tiny_llama_sft", f"data.dataset_root={tmp_path}", "trainer.max_steps=3")
+    assert code == 2 and "does not fit the recipe" in err, err
+    assert f"{tmp_path}/training.jsonl:2: a chat record, but {tmp_path}/training.jsonl:1 is prompt_response" in err
+    assert "Traceback" not in err
+
+
+def test_unknown_template_is_refused_before_the_run_starts(nemo, capsys):
+    code, _, err = run_cli(capsys, "recipe=tiny_llama_lora", "data.template=vicuna")
+    assert code == 2 and "data.template=vicuna: unknown template 'vicuna'" in err and "chatml" in err
+
+
+def test_corpus_made_with_another_tokenizer_is_refused(nemo, capsys, smollm2_hf, tmp_path):
+    from data.prepare_pretraining import prepare
+
+    documents = tmp_path / "docs.jsonl"
+    documents.write_text("".join(json.dumps({"text": f"Document {i} about tokenizers."}) + "\n" for i in range(4)))
+    corpus = prepare([str(documents)], smollm2_hf, tmp_path / "smollm2").prefix
+    code, _, err = run_cli(capsys, "recipe=tiny_llama_pretrain", f"data.paths=[{corpus}]")
+    assert code == 2 and "does not fit the recipe" in err, err
+    assert f"corpus {corpus} was prepared with tokenizer {smollm2_hf} (vocabulary 49152)" in err
+    assert f"tokenizer {REPO / 'models/tokenizers/tiny'}" in err and "re-run python -m data.prepare_pretraining" in err

@@ -12,11 +12,11 @@ ALLOWED = {
     "launcher": {"recipes", "models", "data", "training", "evaluation", "planning", "runtime", "conversion", "common"},
     "evaluation": {"conversion", "common"},
     "planning": {"recipes", "models", "common"},
-    "recipes": {"models", "data", "training", "common"},
+    "recipes": {"models", "data", "training", "runtime", "common"},
     "models": {"common"},
     "data": {"models", "common"},
     "training": {"conversion", "runtime", "common"},
-    "conversion": {"runtime", "common"},
+    "conversion": {"models", "runtime", "common"},
     "runtime": {"common"},
     "common": set(),
 }

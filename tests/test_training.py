@@ -2,7 +2,9 @@
 
 import pytest
 
-from launching import assert_succeeded, interrupt_after, launch, training_steps
+from launching import REPO, assert_succeeded, interrupt_after, launch, training_steps
+
+CHAT_SFT = REPO / "data" / "sft_examples" / "chat_sft"
 
 pytestmark = pytest.mark.slow  # every test here trains or launches training
 
@@ -95,3 +97,10 @@ def test_tiny_lora_trains_only_adapters_and_learns(tmp_path):
     assert "Adding lora to" in output
     losses = [loss for _, loss, _ in training_steps(output)]
     assert len(losses) == 12 and losses[-1] < losses[0], losses
+
+
+def test_tiny_sft_learns_multi_turn_chat_from_the_launcher(tmp_path):
+    result = launch("recipe=tiny_llama_sft", f"data.dataset_root={CHAT_SFT}", "trainer.max_steps=10", cwd=tmp_path)
+    assert_succeeded(result)
+    losses = [loss for _, loss, _ in training_steps(output_of(result))]
+    assert len(losses) == 10 and losses[-1] < losses[0] - 0.3, losses

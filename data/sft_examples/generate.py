@@ -5,7 +5,11 @@
 * ``prompt_response.jsonl`` -- Dolly-style records (``instruction``, ``context``, ``response``,
   ``category``): arithmetic, unit conversions, capitals (some answered from a context passage), Python facts;
 * ``preference_pairs.jsonl`` -- ``chosen``/``rejected`` conversations sharing the prompt, where the chosen
-  answer is correct and the rejected one is wrong or unhelpful.
+  answer is correct and the rejected one is wrong or unhelpful;
+* ``chat.jsonl`` -- multi-turn conversations (system, user, assistant, user, assistant) whose every answer is
+  ``ANSWER[value]``, a format no model has by default, so that fine-tuning on it is visible in generations;
+  and ``chat_sft/`` -- the same records as ``python -m data.sft convert --input chat.jsonl --output-dir chat_sft``
+  writes them (a dataset_root for the SFT recipes); ``chat_heldout.jsonl`` -- questions not in it, to test on.
 
 Every answer is computed or taken from the tables below, so the data is correct by construction.
 """
@@ -157,6 +161,55 @@ def preference_records(rng: random.Random) -> list[dict]:
     return pairs
 
 
+CHAT_SYSTEM_PROMPTS = ("You are a concise assistant.", "You answer questions about numbers and places.")
+
+
+def short_question_answer(rng: random.Random) -> tuple[str, str]:
+    """A question and its bare answer value (what goes inside ANSWER[...])."""
+    kind = rng.randrange(4)
+    if kind == 3:
+        country, capital = rng.choice(sorted(CAPITALS.items()))
+        return f"What is the capital of {country}?", capital
+    question, _, value, _ = (arithmetic, unit_conversion, temperature)[kind](rng)
+    return question, str(value)
+
+
+def chat_records(rng: random.Random, count: int) -> list[dict]:
+    records = []
+    for _ in range(count):
+        (first, first_value), (second, second_value) = short_question_answer(rng), short_question_answer(rng)
+        records.append({"messages": [
+            {"role": "system", "content": rng.choice(CHAT_SYSTEM_PROMPTS)},
+            {"role": "user", "content": first},
+            {"role": "assistant", "content": f"ANSWER[{first_value}]"},
+            {"role": "user", "content": second},
+            {"role": "assistant", "content": f"ANSWER[{second_value}]"},
+        ]})
+    return records
+
+
+def heldout_questions(rng: random.Random, seen: set[str], count: int) -> list[dict]:
+    questions = []
+    while len(questions) < count:
+        question, value = short_question_answer(rng)
+        if question not in seen:
+            seen.add(question)
+            questions.append({"question": question, "answer": value})
+    return questions
+
+
+def write_chat_examples(rng: random.Random) -> None:
+    from data.sft import split_validation, write_jsonl as write_sft_jsonl
+
+    records = chat_records(rng, 240)
+    write_jsonl(HERE / "chat.jsonl", records)
+    training, validation = split_validation(records, 0.05)
+    write_sft_jsonl(HERE / "chat_sft" / "training.jsonl", training)
+    write_sft_jsonl(HERE / "chat_sft" / "validation.jsonl", validation)
+    seen = {m["content"] for r in records for m in r["messages"] if m["role"] == "user"}
+    write_jsonl(HERE / "chat_heldout.jsonl", heldout_questions(rng, seen, 40))
+
+
 def write_jsonl(path: Path, records: list[dict]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
 
@@ -165,6 +218,7 @@ def main() -> None:
     rng = random.Random(SEED)
     write_jsonl(HERE / "prompt_response.jsonl", prompt_response_records(rng))
     write_jsonl(HERE / "preference_pairs.jsonl", preference_records(rng))
+    write_chat_examples(random.Random(SEED + 1))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """SmolLM2 fine-tuned on CPU through launch.py, then exported: full SFT (with the end-of-run checkpoint
-average) -> nemo_to_hf -> transformers generates; LoRA -> merge_lora -> merged == base + alpha/r * B @ A
+average) --then average,export,eval -> transformers generates from the export, evaluation's JSON names it; LoRA -> merge_lora -> merged == base + alpha/r * B @ A
 -> nemo_to_hf -> transformers generates."""
 
 from __future__ import annotations
@@ -32,18 +32,18 @@ def output_of(result) -> str:
 
 
 def from_fixture(smollm2_nemo: Path, restore: Path | None = None) -> list[str]:
-    """The recipes' imported checkpoint and tokenizer (.cache/smollm2-135m-instruct-nemo) -> the session fixture's."""
-    tokenizer = smollm2_nemo / "context" / "nemo_tokenizer"
-    return [f"resume.restore_config.path={restore or smollm2_nemo}", f"data.tokenizer.pretrained_model_name={tokenizer}"]
+    """The recipes' imported checkpoint and tokenizer (nemo://HuggingFaceTB/SmolLM2-135M-Instruct) -> the session
+    fixture's: the two overrides `python -m conversion.hf_to_nemo --out` prints."""
+    return [f"resume.restore_config.path={restore or smollm2_nemo}", f"data.tokenizer.source={smollm2_nemo}"]
 
 
-def run_recipe(name: str, smollm2_nemo: Path, cwd: Path) -> tuple[Path, list]:
-    result = timed(name, lambda: launch(f"recipe={name}", *from_fixture(smollm2_nemo), cwd=cwd))
+def run_recipe(name: str, smollm2_nemo: Path, cwd: Path, *args: str) -> tuple[Path, list, str]:
+    result = timed(name, lambda: launch(f"recipe={name}", *from_fixture(smollm2_nemo), *args, cwd=cwd))
     assert_succeeded(result)
     assert f"Restoring model weights from RestoreConfig(path='{smollm2_nemo}'" in output_of(result)
     steps = training_steps(output_of(result))
     print(f"\n[{name}] losses: {[round(loss, 3) for _, loss, _ in steps]}")
-    return cwd / "results" / name, steps
+    return cwd / "results" / name, steps, output_of(result)
 
 
 def checkpoint_at(run_dir: Path, step: int) -> Path:
@@ -83,8 +83,14 @@ def generate(hf_dir: Path) -> str:
     return text
 
 
-def test_sft_runs_averages_exports_and_generates(smollm2_nemo, tmp_path):
-    run_dir, steps = run_recipe("smollm2_135m_sft", smollm2_nemo, tmp_path)
+EVALUATION = ("then.eval.limit=2", "then.eval.threads=1", "then.eval.max_new_tokens=48")
+
+
+def test_sft_then_average_export_eval(smollm2_nemo, tmp_path):
+    """launch.py --then average,export,eval: the recipe's own average is exported and evaluated, in order."""
+    run_dir, steps, output = run_recipe(
+        "smollm2_135m_sft", smollm2_nemo, tmp_path, *EVALUATION, "--then", "average,export,eval:arithmetic"
+    )
     assert [s[0] for s in steps] == list(range(10))
     assert all(math.isfinite(loss) and 0 < loss < 20 for _, loss, _ in steps)
 
@@ -101,13 +107,20 @@ def test_sft_runs_averages_exports_and_generates(smollm2_nemo, tmp_path):
         moved += not torch.equal(step4[name], tensor)
     assert moved > 0, "training changed no weight between steps 4 and 9"
 
-    hf_dir = timed("nemo_to_hf (sft)", lambda: export_nemo(checkpoint_at(run_dir, 9), tmp_path / "sft-hf"))
+    # Then, after training: the averaged checkpoint exported (python -m conversion.nemo_to_hf), then evaluated.
+    hf_dir = run_dir / "hf"
+    assert "[then] average: done when training ends" in output
+    assert f"[then] export: python -m conversion.nemo_to_hf --nemo {run_dir.resolve() / 'averaged'}" in output
     assert generate(hf_dir).strip()
+    record = json.loads((run_dir / "eval.json").read_text())
+    assert Path(record["checkpoint"]) == hf_dir.resolve() and record["model_kind"] == "hf"
+    rows = [row for row in record["results"] if row["benchmark"] == "arithmetic"]
+    assert rows and all(row["samples"] == 2 for row in rows), record["results"]
 
 
 @pytest.fixture(scope="module")
 def lora_run(smollm2_nemo, tmp_path_factory) -> Path:
-    run_dir, steps = run_recipe("smollm2_135m_lora", smollm2_nemo, tmp_path_factory.mktemp("lora"))
+    run_dir, steps, _ = run_recipe("smollm2_135m_lora", smollm2_nemo, tmp_path_factory.mktemp("lora"))
     assert [s[0] for s in steps] == list(range(10))
     assert all(math.isfinite(loss) for _, loss, _ in steps)
     return run_dir
@@ -150,6 +163,7 @@ def test_launch_without_the_imported_checkpoint_names_the_commands(smollm2_nemo,
     missing = tmp_path / "not-imported"
     result = launch("recipe=smollm2_135m_lora", *from_fixture(smollm2_nemo, restore=missing), cwd=tmp_path)
     assert result.returncode == 2, output_of(result)[-3000:]
-    assert f"error: {missing} is missing" in result.stderr
-    assert "python -m conversion.smollm2 && python -m conversion.hf_to_nemo" in result.stderr
+    assert f"error: resume.restore_config.path: {missing} does not exist" in result.stderr
+    assert f"python -m conversion.hf_to_nemo --hf <Hugging Face folder of HuggingFaceTB/SmolLM2-135M-Instruct> " \
+           f"--model smollm2_135m --out {missing}" in result.stderr
     assert "global_step" not in output_of(result)

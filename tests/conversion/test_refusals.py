@@ -94,6 +94,25 @@ def test_import_refuses_rope_scaling_nemo_would_drop(smollm2_hf, tmp_path):
         import_hf(source, tmp_path / "out")
 
 
+def test_import_refuses_a_folder_that_is_not_the_named_catalog_model(smollm2_hf, tmp_path, monkeypatch):
+    monkeypatch.setenv("NEMO_MODELS_CACHE", str(tmp_path / "models"))
+    with pytest.raises(ConversionError) as refusal:
+        import_hf(smollm2_hf, model_name="mistral_7b")
+    assert str(refusal.value) == (
+        "the folder's config.json does not describe mistral_7b: num_hidden_layers 30 (the catalog's mistral_7b has 32); "
+        "hidden_size 576 (the catalog's mistral_7b has 4096); num_attention_heads 9 (the catalog's mistral_7b has 32); "
+        "num_key_value_heads 3 (the catalog's mistral_7b has 8); vocab_size 49152 (the catalog's mistral_7b has 32000); "
+        "family llama (the catalog's mistral_7b is a MistralModel)")
+    assert not (tmp_path / "models").exists()
+
+
+def test_import_needs_a_catalog_model_or_an_out(smollm2_hf, tmp_path):
+    with pytest.raises(ConversionError, match=r"give --model NAME .*llama31_8b.*, or --out DIR"):
+        import_hf(smollm2_hf)
+    with pytest.raises(ConversionError, match=r"--model tiny_llama: not a model .* choose from .*smollm2_135m"):
+        import_hf(smollm2_hf, model_name="tiny_llama")
+
+
 def test_import_cli_reports_refusal(tmp_path):
     (tmp_path / "empty").mkdir()
     result = subprocess.run(

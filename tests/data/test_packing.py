@@ -17,6 +17,7 @@ from data import chat_templates, packing, sft
 from recipes import factories
 from data.chat_templates import TokenizedSequence
 from data.core.errors import BadLinePolicy, DataError
+from common.errors import UserError
 from data.core.tokenizer import load_hf_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -193,13 +194,15 @@ def test_tokenize_file_bad_lines(tmp_path, tiny_tokenizer):
 
 
 @pytest.mark.parametrize("pad_cu_seqlens", [False, True])
-def test_nemo_finetuning_datamodule_reads_packed_files(dataset_root, tmp_path, tiny_tokenizer, pad_cu_seqlens):
+def test_recipes_datamodule_reads_packed_files(dataset_root, tmp_path, tiny_tokenizer, pad_cu_seqlens):
     from nemo.collections.common.tokenizers import AutoTokenizer
-    from nemo.collections.llm.gpt.data.fine_tuning import FineTuningDataModule
+
+    from data.sft_datamodule import TemplatedSFTDataModule
 
     out = tmp_path / "packed"
     assert run_cli(dataset_root, out) == 0
-    datamodule = FineTuningDataModule(
+    datamodule = TemplatedSFTDataModule(
+        template="chatml",
         dataset_root=dataset_root,
         seq_length=256,
         tokenizer=AutoTokenizer(str(TINY_TOKENIZER)),
@@ -237,3 +240,19 @@ def conversations_by_ids(dataset_root: Path, tokenizer):
     for line in open(dataset_root / "training.jsonl"):
         messages = json.loads(line)["messages"]
         yield tuple(chat_templates.tokenize_conversation(messages, tokenizer, template).input_ids), messages
+
+
+def test_packed_chat_data_launch_is_built_and_validated(dataset_root, tmp_path, nemo):
+    """Packed training needs Transformer Engine (a GPU): on the CPU, the launch is built and checked up to there."""
+    from launcher import data_files, session
+
+    out = tmp_path / "packed"
+    overrides = ["data.template=chatml", f"data.dataset_root={dataset_root}", "data.micro_batch_size=1",
+                 "data.seq_length=256", "model.config.seq_length=256",
+                 f"data.packed_sequence_specs=packed(directory={out},size=256)"]
+    prepared = session.prepare("tiny_llama_sft", overrides)
+    with pytest.raises(UserError, match="training_256.npy does not exist .python -m data.packing"):
+        data_files.require(prepared.config.data)
+    assert run_cli(dataset_root, out) == 0
+    data_files.require(prepared.config.data)
+    assert prepared.config.data.packed_sequence_specs.packed_train_data_path == str(out / "training_256.npy")

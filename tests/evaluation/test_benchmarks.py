@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from evaluation import make_benchmarks
+from evaluation import make_arithmetic_sft, make_benchmarks
 from evaluation.errors import Refusal
 from evaluation.tasks import (
     DEFAULT_BENCHMARKS,
@@ -22,6 +22,11 @@ from evaluation.tasks import (
 def test_committed_data_is_what_the_script_writes(tmp_path):
     for path in make_benchmarks.write_benchmarks(tmp_path):
         assert path.read_text() == (SHIPPED_DIR / path.name).read_text(), f"rerun python -m evaluation.make_benchmarks ({path.name})"
+    # The SFT data that teaches arithmetic's answer format: as written, and none of the benchmark's questions.
+    for path in make_arithmetic_sft.write(tmp_path / "sft"):
+        assert path.read_text() == (make_arithmetic_sft.OUT_DIR / path.name).read_text(), "rerun python -m evaluation.make_arithmetic_sft"
+    taught = {record["input"] for record in make_arithmetic_sft.sft_records()}
+    assert not taught & {f"Question: {p['question']}\nAnswer:" for p in make_benchmarks.arithmetic_problems()}
 
 
 def test_shipped_sizes_and_answers():

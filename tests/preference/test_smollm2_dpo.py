@@ -57,7 +57,8 @@ def trained(smollm2_caches, pairs_file, tmp_path_factory):
     """(per-step metrics, log dir) of a short DPO run."""
     log_dir = tmp_path_factory.mktemp("smollm2_dpo")
     command = [sys.executable, "launch.py", "recipe=smollm2_135m_dpo", f"trainer.max_steps={STEPS}",
-               f"data.paths.0={pairs_file}", f"log.log_dir={log_dir}", f"log.ckpt.every_n_train_steps={STEPS}"]
+               f"data.paths.0={pairs_file}", f"log.log_dir={log_dir}", f"log.ckpt.every_n_train_steps={STEPS}",
+               f"resume.restore_config.path={NEMO_DIR}", f"data.tokenizer.source={NEMO_DIR}"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=400,
                           env=child_environment(OMP_NUM_THREADS="2", NEMORUN_HOME=str(log_dir / ".nemo_run")))
     output = done.stdout + done.stderr

@@ -1,10 +1,13 @@
 """executor=slurm against a real single-host Slurm (tests/slurm/cluster.sh): a 2-job training chain that
-resumes, failing chains under afterany and afterok, GPU sbatch scripts rendered without running, and
-secrets that reach the job without being written anywhere.
+resumes and is followed by average, export and evaluation jobs (--then), failing chains under afterany
+and afterok, GPU sbatch scripts rendered without running, and secrets that reach the job without being
+written anywhere.
 
-About 4-5 minutes on 2 cores: the chain's two jobs each import NeMo and train 4 CPU steps.
+The chain's two training jobs each import NeMo and train 4 CPU steps; its three --then jobs each import
+NeMo or transformers once more.
 """
 
+import json
 import os
 import re
 import shutil
@@ -88,25 +91,40 @@ def launch_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+THEN = ("average", "export", "eval")
+
+
 @pytest.mark.slow
-def test_chain_of_two_jobs_resumes(home, tmp_path):
-    """launch.py --jobs 2: job 2 waits for job 1 (afterany) and resumes from its checkpoint."""
+def test_chain_of_two_jobs_resumes_then_averages_exports_evaluates(home, tmp_path):
+    """launch.py --jobs 2 --then average,export,eval: job 2 waits for job 1 (afterany) and resumes from its
+    checkpoint; then one job per step, each afterok on the one before, the last writing the evaluation JSON."""
     logs = tmp_path / "results"
     result = launch_cli(
         "recipe=tiny_llama_pretrain", "executor=slurm", "executor.time=00:10:00", "executor.partition=debug",
         "trainer.max_steps=8", "trainer.val_check_interval=8", "log.ckpt.every_n_train_steps=4",
-        f"log.log_dir={logs}", "log.name=chain", "--jobs", "2",
+        f"log.log_dir={logs}", "log.name=chain", "then.eval.limit=2", "then.eval.threads=1",
+        "then.executor.time=00:05:00", "--jobs", "2", "--then", "average,export,eval:facts",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    first, second = submitted(result.stdout)
-    states = wait_done([first, second])
+    jobs = submitted(result.stdout)
+    first, second, *then = jobs
+    # While job 1 trains (a NeMo import alone takes longer than this), every later job waits on the one before.
+    pending = {j: job(j) for j in jobs[1:]}
+    assert pending[second]["Dependency"] == f"afterany:{first}(unfulfilled)"
+    for before, after in zip(jobs[1:], then):
+        assert pending[after]["Dependency"] == f"afterok:{before}(unfulfilled)", (after, pending[after])
+        assert pending[after]["NumNodes"] in ("1", "1-1") and pending[after]["NumTasks"] == "1"  # min-max while pending
+        assert pending[after]["TimeLimit"] == "00:05:00"
+    states = wait_done(jobs, timeout_s=600)
     experiment = re.search(r"^experiment: (\S+)", result.stdout, re.M).group(1)
     exp_dir = home / "experiments" / "tiny_llama_pretrain" / experiment
     log1, log2 = (job_log(exp_dir / f"tiny_llama_pretrain-{n}") for n in (1, 2))
     assert states[first]["JobState"] == "COMPLETED", log1[-3000:]
     assert states[second]["JobState"] == "COMPLETED", log2[-3000:]
+    for before, after, step in zip(jobs[1:], then, THEN):
+        assert states[after]["JobState"] == "COMPLETED", job_log(exp_dir / f"tiny_llama_pretrain-{step}")[-3000:]
+        assert when(states[after]["StartTime"]) >= when(states[before]["EndTime"])
     assert when(states[second]["StartTime"]) >= when(states[first]["EndTime"])
-    assert states[second]["Dependency"] in ("(null)", f"afterany:{first}(unfulfilled)", f"afterany:{first}")
 
     steps1 = [int(s) for s in re.findall(r"global_step: (\d+)", log1)]
     steps2 = [int(s) for s in re.findall(r"global_step: (\d+)", log2)]
@@ -118,6 +136,14 @@ def test_chain_of_two_jobs_resumes(home, tmp_path):
     assert "Training from scratch" in log1
     assert "Training from scratch" not in log2
     assert re.search(r"[Rr]estor|[Rr]esum", log2) and "step=3" in log2  # the checkpoint job 1 left
+
+    # average: the run's last 2 checkpoints (steps 3 and 7); export: that average; eval: the export.
+    run_dir = logs / "chain"
+    assert "[average] loading 2/2: step=7" in job_log(exp_dir / "tiny_llama_pretrain-average")
+    assert f"checkpoint {run_dir / 'averaged'}" in job_log(exp_dir / "tiny_llama_pretrain-export")
+    record = json.loads((run_dir / "eval.json").read_text())
+    assert Path(record["checkpoint"]) == run_dir / "hf"
+    assert {row["benchmark"] for row in record["results"]} == {"facts"} and record["settings"]["limit"] == 2
 
     # The planted secrets reached nothing nemo_run or NeMo wrote.
     for root in (exp_dir, logs):
@@ -266,6 +292,25 @@ def test_cluster_preset_file_with_command_line_override(session_api, home, tmp_p
     script = session_api.dryrun(prepared)
     assert "#SBATCH --account=llm_team" in script and "#SBATCH --partition=debug" in script
     assert "--container-image nvcr.io/nvidia/nemo:25.09" in script
+
+    # --then: the file's `then:` section and then.executor.* size the jobs after training; afterok each.
+    from launcher import chain
+
+    args = ["data.paths=[/lustre/x_text_document]", "trainer.max_steps=100", f"executor={REPO}/clusters/example.yaml",
+            "then.executor.partition=short"]
+    request, args = chain.split("export,eval:facts", args)
+    prepared = session_api.prepare("llama31_8b_pretrain", args)
+    prepared.then = chain.plan(request, prepared)
+    training, export, evaluation = session_api.dryrun(prepared).split("# ---- sbatch script of ")[1:]
+    assert "#SBATCH --gpus-per-node=8" in training and "#SBATCH --time=04:00:00" in training
+    for script in (export, evaluation):
+        for line in ["#SBATCH --nodes=1", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=1",
+                     "#SBATCH --time=00:30:00", "#SBATCH --partition=short", "#SBATCH --account=llm_team"]:
+            assert line in script, line
+    assert "#SBATCH --dependency='afterok:<job id of llama31_8b_pretrain>'" in export
+    assert "#SBATCH --dependency='afterok:<job id of llama31_8b_pretrain-export>'" in evaluation
+    assert "python -m conversion.nemo_to_hf --run results/llama31_8b_pretrain --out results/llama31_8b_pretrain/hf" in export
+    assert "python -m evaluation --model results/llama31_8b_pretrain/hf --out results/llama31_8b_pretrain/eval.json" in evaluation
     bad = tmp_path / "bad.yaml"
     bad.write_text("partition: batch\n")
     with pytest.raises(UserError, match="must be a mapping with `executor: local | slurm`"):

@@ -1,0 +1,58 @@
+"""A recipe's starting weights and tokenizer, checked on this machine before launch; the checks themselves
+are runtime/checkpoints.py's, which `runtime.entry.train` runs again first thing in the job."""
+
+from pathlib import Path
+
+import fiddle as fdl
+
+from models.catalog import MODELS
+from recipes import registry
+from runtime import checkpoints
+
+
+def restore_path(config) -> str | None:
+    restore = getattr(config.resume, "restore_config", None) if config.resume is not None else None
+    return None if restore is None else restore.path
+
+
+def expected_architecture(config) -> dict:
+    """Read from the fiddle config, class defaults included; building it would validate fusion flags against
+    this machine, which a Slurm job's config is not fitted to."""
+    return checkpoints.architecture_of(fdl.get_callable(config.model).__name__, config.model.config)
+
+
+def import_how(prepared) -> str:
+    """The import command for the recipe's model, to where the recipe looks (`--out` when not the default)."""
+    model = registry.find(prepared.name).model
+    spec = MODELS.get(model)
+    path = restore_path(prepared.config)
+    if spec is None or not spec.checkpoint:
+        return checkpoints.import_command(None, path)
+    return checkpoints.import_command(model, None if path in (None, spec.checkpoint) else path, spec.hf_id)
+
+
+def _tokenizer_source(config) -> str | None:
+    tokenizer = getattr(config.data, "tokenizer", None)
+    is_ours = isinstance(tokenizer, fdl.Buildable) and fdl.get_callable(tokenizer) is checkpoints.tokenizer
+    return tokenizer.source if is_ours else None
+
+
+def require(prepared, only_where_visible: bool = False) -> None:
+    """Refuses a missing, incomplete or mismatched restore checkpoint, then a missing tokenizer. With
+    `only_where_visible` (a Slurm submission), a path this machine cannot see is left to the job's check."""
+    path = restore_path(prepared.config)
+    if path is not None and not (only_where_visible and not checkpoints.resolve(path).exists()):
+        checkpoints.require_restorable(path, expected_architecture(prepared.config), import_how(prepared))
+    source = _tokenizer_source(prepared.config)
+    if source is not None and not (only_where_visible and not _visible(source)):
+        checkpoints.tokenizer_folder(source)
+
+
+def _visible(source: str) -> bool:
+    return source.startswith(checkpoints.HUB_SCHEME) or Path(checkpoints.resolve(source)).exists()
+
+
+def describe(config) -> str | None:
+    """For --dryrun: the resolved restore path and whether it holds a checkpoint."""
+    path = restore_path(config)
+    return None if path is None else f"# starting weights: {checkpoints.RESTORE_KEY}={path} ({checkpoints.restore_status(path)})"

@@ -46,7 +46,8 @@ def task(prepared: Prepared, recipe: run.Partial | None = None) -> run.Partial:
     """What the executor runs: the recipe (default: the prepared one) behind runtime.entry's machine preparation
     and starting-weights check, which names the import command on failure."""
     config = prepared.config if recipe is None else recipe
-    return run.Partial(entry.train, recipe=config, import_how=starting_weights.import_how(prepared))
+    import_how = starting_weights.import_how(prepared)
+    return run.Partial(entry.train, recipe=starting_weights.with_import_named(config, import_how), import_how=import_how)
 
 
 def _check_local_options(prepared: Prepared) -> None:

@@ -1,6 +1,7 @@
 """A recipe's starting weights and tokenizer, checked on this machine before launch; the checks themselves
 are runtime/checkpoints.py's, which `runtime.entry.train` runs again first thing in the job."""
 
+import copy
 from pathlib import Path
 
 import fiddle as fdl
@@ -29,6 +30,18 @@ def import_how(prepared) -> str:
     if spec is None or not spec.checkpoint:
         return checkpoints.import_command(None, path)
     return checkpoints.import_command(model, None if path in (None, spec.checkpoint) else path, spec.hf_id)
+
+
+def with_import_named(config, import_how: str):
+    """A copy of `config` whose tokenizer, when it comes from the starting weights, carries their import
+    command: a job that cannot see the weights builds its tokenizer before runtime.entry.train's check runs,
+    and must fail with the same message as that check."""
+    source = _tokenizer_source(config)
+    if source is None or source != restore_path(config):
+        return config
+    config = copy.deepcopy(config)
+    config.data.tokenizer.import_how = import_how
+    return config
 
 
 def _tokenizer_source(config) -> str | None:

@@ -152,9 +152,14 @@ def tokenizer_folder(source: str, key: str = TOKENIZER_KEY) -> str:
     )
 
 
-def tokenizer(source: str, **auto_tokenizer_arguments):
+def tokenizer(source: str, import_how: str | None = None, **auto_tokenizer_arguments):
     """NeMo's AutoTokenizer from `source` (see tokenizer_folder), built in the launched process; other
-    arguments (`data.tokenizer.chat_template=...`, ...) go to AutoTokenizer as they are."""
+    arguments (`data.tokenizer.chat_template=...`, ...) go to AutoTokenizer as they are. `import_how`, set by
+    the launcher when `source` is the run's starting weights, makes a missing import fail here with the
+    starting-weights check's own message (this is built before runtime.entry.train runs that check)."""
     from nemo.collections.common.tokenizers.huggingface.auto_tokenizer import AutoTokenizer
+
+    if import_how is not None:
+        require_restorable(source, {}, import_how)
 
     return AutoTokenizer(pretrained_model_name=tokenizer_folder(source), **auto_tokenizer_arguments)

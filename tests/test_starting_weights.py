@@ -88,3 +88,16 @@ def test_the_tokenizer_comes_from_the_checkpoint_or_a_named_folder_never_the_hub
     assert checkpoints.tokenizer_folder("hf://meta-llama/Llama-3.1-8B") == "meta-llama/Llama-3.1-8B"
     with pytest.raises(UserError, match=r"data.tokenizer.source: .*/nothing holds no tokenizer"):
         checkpoints.tokenizer_folder(str(tmp_path / "nothing"))
+
+
+def test_a_job_whose_tokenizer_comes_from_unseen_weights_fails_with_the_same_message(nemo, models_cache):
+    """fdl builds the recipe, tokenizer included, before runtime.entry.train's check: the tokenizer carries
+    the import command, so the job's log says what the submitter would have said."""
+    prepared = session.prepare("smollm2_135m_sft", ["executor=slurm"])  # weights and tokenizer: the empty cache
+    with pytest.raises(UserError) as on_the_submitter:
+        starting_weights.require(prepared)
+    with pytest.raises(UserError) as in_the_job:
+        fdl.build(session.task(prepared))
+    # fiddle adds a line saying which config it was building; the message itself is the submitter's
+    assert str(in_the_job.value).startswith(str(on_the_submitter.value) + "\n")
+    assert "--model smollm2_135m`" in str(in_the_job.value)

@@ -50,22 +50,13 @@ def recipe_config():
 
 @pytest.fixture(scope="session")
 def saved_tensors():
-    """tests/planning/saved_tensors.py as a module (test folders are not packages here)."""
-    import importlib.util
+    """tests/planning/saved_tensors.py as a module (test folders are not packages here), importable by name
+    so that the processes it spawns can import it too (spawn hands them this sys.path)."""
+    import importlib
     import sys
     from pathlib import Path
 
-    if "planning_saved_tensors" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("planning_saved_tensors", Path(__file__).with_name("saved_tensors.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return sys.modules["planning_saved_tensors"]
-
-
-@pytest.fixture(scope="session")
-def nemo_llm(nemo):
-    from runtime import no_te
-
-    no_te.enable()
-    return nemo
+    folder = str(Path(__file__).parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module("saved_tensors")

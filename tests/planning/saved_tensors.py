@@ -126,21 +126,17 @@ def measure(model: ModelShape, seq_length: int, micro_batch: int, tp: int = 1, s
 
 
 def _worker(rank, world, port, settings, results):
-    import torch
-
-    # A forked child must not enter OpenMP's thread pool: the parent's (e.g. a pytest-xdist worker that
-    # already ran torch ops) is not usable after fork, and its first parallel region would hang.
-    torch.set_num_threads(1)
     init_megatron(rank, world, port, tp=world)
     results[rank] = [measure(tp=world, **arguments) for arguments in settings]
 
 
 def measure_in_processes(processes: int, settings: list[dict]) -> list[list[dict]]:
     """`measure` for each of `settings` on every rank of a `processes`-way tensor-parallel gloo group. The
-    processes are forked: they inherit the imported megatron instead of importing it again (~20 s each)."""
+    processes are spawned, not forked: a fork of a test process that already ran torch, gloo and threads
+    (a pytest-xdist worker) hung or crashed in megatron's initialize_model_parallel."""
     import torch.multiprocessing as mp
 
-    context = mp.get_context("fork")
+    context = mp.get_context("spawn")
     with context.Manager() as manager:
         results = manager.dict()
         port = free_port()

@@ -3,6 +3,7 @@
 import json
 import re
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -271,11 +272,13 @@ def test_a_cpu_run_larger_than_this_machine_is_refused_before_it_starts(nemo, ca
 
     started = []
     monkeypatch.setattr(executors, "launch", lambda *args: started.append(args))
-    (tmp_path / "training.jsonl").write_text('{"input": "2+2=", "output": "4"}\n')
-    code, _, err = run_cli(
-        capsys, "recipe=llama31_70b_sft", "trainer.accelerator=cpu", "trainer.num_nodes=1", "trainer.devices=1",
+    corpus = REPO / "data" / "corpora" / "pydoc_topics_text_document"
+    code, _, err = run_cli(  # pretraining: no starting weights to import first
+        capsys, "recipe=llama31_70b_pretrain", "trainer.accelerator=cpu", "trainer.num_nodes=1", "trainer.devices=1",
         "trainer.strategy.tensor_model_parallel_size=1", "trainer.strategy.pipeline_model_parallel_size=1",
-        "trainer.strategy.sequence_parallel=false", f"data.dataset_root={tmp_path}", "trainer.max_steps=1",
+        "trainer.strategy.virtual_pipeline_model_parallel_size=null", "trainer.strategy.context_parallel_size=1",
+        "trainer.strategy.sequence_parallel=false",
+        f"data.paths=[{corpus}]", f"data.tokenizer.source={REPO / 'models' / 'tokenizers' / 'tiny'}", "trainer.max_steps=1",
     )
     assert code == 2 and started == []
     assert "per machine (this machine, 1 process(es)), does not fit by" in err and "fits with" not in err
@@ -315,7 +318,7 @@ def test_then_refuses_bad_steps_before_anything_runs(nemo, capsys, argv, message
 def test_then_dryrun_prints_each_step_command(nemo, capsys):
     code, out, _ = run_cli(capsys, "recipe=tiny_llama_pretrain", "then.eval.limit=2", "--then", "average,export,eval:facts,heldout_text", "--dryrun")
     assert code == 0
-    run_dir = REPO / "results" / "tiny_llama_pretrain"
+    run_dir = Path.cwd() / "results" / "tiny_llama_pretrain"  # log.log_dir is relative: the working directory's
     assert f"#   average: python -m conversion.average --run {run_dir} --last 2 --out {run_dir}/averaged --overwrite" in out
     assert f"#   export: python -m conversion.nemo_to_hf --nemo {run_dir}/averaged --out {run_dir}/hf --overwrite" in out
     assert f"#   eval: python -m evaluation --model {run_dir}/hf --out {run_dir}/eval.json --benchmarks facts,heldout_text --limit 2" in out

@@ -206,7 +206,7 @@ def test_validation_rule():
 def torchrun(processes: int, out: Path):
     env = child_environment(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes),
-               "--master-port", str(29650 + processes), str(REPO / "tests/preference/model_check.py"), str(out)]
+               "--standalone", str(REPO / "tests/preference/model_check.py"), str(out)]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads(out.read_text())

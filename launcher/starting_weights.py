@@ -40,6 +40,7 @@ def with_import_named(config, import_how: str):
     if source is None or source != restore_path(config):
         return config
     config = copy.deepcopy(config)
+    fdl.update_callable(config.data.tokenizer, checkpoints.tokenizer_of_starting_weights)
     config.data.tokenizer.import_how = import_how
     return config
 

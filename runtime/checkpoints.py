@@ -152,14 +152,17 @@ def tokenizer_folder(source: str, key: str = TOKENIZER_KEY) -> str:
     )
 
 
-def tokenizer(source: str, import_how: str | None = None, **auto_tokenizer_arguments):
+def tokenizer(source: str, **auto_tokenizer_arguments):
     """NeMo's AutoTokenizer from `source` (see tokenizer_folder), built in the launched process; other
-    arguments (`data.tokenizer.chat_template=...`, ...) go to AutoTokenizer as they are. `import_how`, set by
-    the launcher when `source` is the run's starting weights, makes a missing import fail here with the
-    starting-weights check's own message (this is built before runtime.entry.train runs that check)."""
+    arguments (`data.tokenizer.chat_template=...`, ...) go to AutoTokenizer as they are."""
     from nemo.collections.common.tokenizers.huggingface.auto_tokenizer import AutoTokenizer
 
-    if import_how is not None:
-        require_restorable(source, {}, import_how)
-
     return AutoTokenizer(pretrained_model_name=tokenizer_folder(source), **auto_tokenizer_arguments)
+
+
+def tokenizer_of_starting_weights(source: str, import_how: str, **auto_tokenizer_arguments):
+    """`tokenizer` where `source` is the run's starting weights, as the launcher hands it to a job: fiddle
+    builds it before runtime.entry.train checks the weights, so a missing import must fail here, with that
+    check's own message."""
+    require_restorable(source, {}, import_how)
+    return tokenizer(source, **auto_tokenizer_arguments)

@@ -60,3 +60,11 @@ def saved_tensors():
     if folder not in sys.path:
         sys.path.insert(0, folder)
     return importlib.import_module("saved_tensors")
+
+
+@pytest.fixture(scope="session")
+def nemo_llm(nemo):
+    from runtime import no_te
+
+    no_te.enable()
+    return nemo

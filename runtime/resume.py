@@ -151,8 +151,26 @@ def raised_while_restoring(error: BaseException) -> bool:
     return False
 
 
+def _root_cause(error: BaseException) -> BaseException:
+    """The first per-rank failure of torch.distributed.checkpoint's CheckpointException (its message only
+    lists the ranks), else the innermost exception of the chain."""
+    seen = set()
+    while id(error) not in seen:
+        seen.add(id(error))
+        failures = getattr(error, "failures", None)
+        if failures:
+            first = next(iter(failures.values()))  # torch keeps (exception, traceback summary) per rank
+            return first[0] if isinstance(first, tuple) else getattr(first, "exc", first)
+        following = error.__cause__ or error.__context__
+        if following is None:
+            return error
+        error = following
+    return error
+
+
 def unreadable(checkpoint: Path, error: BaseException) -> RunFailed:
     """The one-line failure of a checkpoint that passed the checks above but could not be read."""
+    error = _root_cause(error)
     reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return RunFailed(f"cannot resume from checkpoint {checkpoint}: {type(error).__name__}: {reason[:300]} "
+    return RunFailed(f"cannot resume from checkpoint {checkpoint}: {type(error).__name__}{': ' + reason[:300] if reason else ''} "
                      "(move it aside to resume from the one before)")

@@ -38,8 +38,8 @@ def atomic_outputs(*final_paths: Path | str) -> Iterator[list[Path]]:
         # written", no errno): name the outputs, and the space left where they go.
         names = ", ".join(str(p) for p in final_paths)
         free = shutil.disk_usage(Path(final_paths[0]).parent).free
-        raise OSError(error.errno, f"{error.strerror or error} while writing {names} (nothing replaced; "
-                                   f"{free} bytes free there)") from error
+        message = f"{error.strerror or error} while writing {names} (nothing replaced; {free} bytes free there)"
+        raise (OSError(error.errno, message) if error.errno else OSError(message)) from error
     finally:
         for path in temporary:
             path.unlink(missing_ok=True)

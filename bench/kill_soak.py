@@ -62,7 +62,7 @@ def differences(reference: dict, resumed: dict) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kills", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=40, help="enough that a launch trains well past its imports")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--earliest", type=float, default=0.4, help="earliest kill, as a fraction of the reference launch's wall time")
     parser.add_argument("--latest", type=float, default=1.0, help="latest kill, the same way")
@@ -86,7 +86,7 @@ def main() -> int:
         if status == -signal.SIGKILL:
             kills += 1
             print(f"kill {kills}: after {time.monotonic() - started:.1f} s", flush=True)
-        elif status == 0 and delay is None:
+        elif status == 0:  # finished (before its kill, if one was drawn): the kills so far are the soak
             break
         elif status != 0:
             print(f"launch {launches} failed with exit {status}: see {work / 'killed' / 'launches.log'}")

@@ -125,7 +125,8 @@ def model_shape(model_config, vocab: int) -> ModelShape:
         query_groups=get("num_query_groups") or heads,
         kv_channels=get("kv_channels") or hidden // heads,
         vocab=get("vocab_size") or vocab,
-        make_vocab_divisible_by=get("make_vocab_size_divisible_by", 128),
+        # NeMo pads the tokenizer's vocabulary, never a vocab_size the config class presets (Qwen's): split as is
+        make_vocab_divisible_by=1 if get("vocab_size") else get("make_vocab_size_divisible_by", 128),
         gated_mlp=bool(get("gated_linear_unit", False)),
         qkv_bias=bool(get("add_qkv_bias", False)),
         linear_bias=bool(get("add_bias_linear", False)),

@@ -74,17 +74,17 @@ def _adapters(shapes: dict, tp: int, rank: int, targets) -> int:
     return count
 
 
-def lora_layer_parameters(model: ModelShape, tp: int, rank: int, targets=LORA_TARGETS, ep: int = 1, etp: int = 1) -> int:
+def lora_layer_parameters(model: ModelShape, tp: int, rank: int, targets=LORA_TARGETS, ep: int = 1) -> int:
     """NeMo's ParallelLinearAdapter on one rank: for a column-parallel base, linear_in is column-parallel over
     the rank dimension (rank/tp x in) and linear_out column-parallel (out/tp x rank); for a row-parallel base,
     linear_in is row-parallel (rank x in/tp) and linear_out column-parallel (out/tp x rank). On an MoE layer
-    linear_fc1/linear_fc2 name every local expert's, split over expert tensor parallel (the MoE recipes adapt
-    attention only: recipes/blocks.py)."""
+    linear_fc1/linear_fc2 name every local expert's; NeMo splits those adapters over TP too, whatever the expert
+    tensor parallel size (the MoE recipes adapt attention only: recipes/blocks.py)."""
     if rank % tp:
         raise ValueError(f"LoRA rank {rank} must be divisible by tensor parallel size {tp} (NeMo splits it over TP)")
     count = _adapters(_linear_shapes(model), tp, rank, targets)
     if model.moe:
-        count += model.experts // ep * _adapters(expert_linear_shapes(model), etp, rank, targets)
+        count += model.experts // ep * _adapters(expert_linear_shapes(model), tp, rank, targets)
     return count
 
 
@@ -124,7 +124,7 @@ def stage_parameters(model: ModelShape, tp: int = 1, pp: int = 1, pp_rank: int =
     output_layer = vocab_rows * model.hidden if last and (not model.tied_embeddings or pp > 1) else 0
     norm = model.hidden * (2 if model.layernorm_has_bias else 1)
     etp = tp if etp is None else etp  # megatron-core's default expert tensor parallel size
-    adapters = layers * lora_layer_parameters(model, tp, lora_rank, lora_targets, ep, etp) if lora_rank else 0
+    adapters = layers * lora_layer_parameters(model, tp, lora_rank, lora_targets, ep) if lora_rank else 0
     return StageParameters(
         layers=layers,
         layer_weights=layers * layer_parameters(model, tp),

@@ -102,3 +102,11 @@ def test_mixture_of_experts_flops_are_nemos_formulas(recipe_config):
     top2 = plan_config(with_overrides(recipe_config("qwen3_30b_a3b_sft"), {"model.config.moe_router_topk": 2}), suggest=False)
     assert top2.flops.model_flops < routed.flops.model_flops  # FLOPs follow the active experts, not all 128
     assert _line(top2, "activations") < _line(routed, "activations")  # so do the dispatched tokens
+
+
+def test_a_mixture_of_experts_that_does_not_fit_is_offered_more_expert_parallel(recipe_config):
+    lora = with_overrides(recipe_config("mixtral_8x7b_lora"), {"trainer.strategy.expert_model_parallel_size": 2})
+    plan = plan_config(lora)  # 4 of 8 experts a layer: 43 GiB of frozen weights, does not fit
+    assert not plan.fits
+    offered = [suggestion.overrides for suggestion in plan.suggestions]
+    assert {"trainer.strategy.expert_model_parallel_size": 8} in offered or {"trainer.strategy.expert_model_parallel_size": 4} in offered

@@ -13,6 +13,14 @@ CUDA_ONLY_FUSIONS = {
     "cross_entropy_loss_fusion": False,
 }
 
+# Mixture-of-experts kernels that only Transformer Engine provides: megatron-core imports the fused permutation
+# while constructing the config, and its grouped GEMM without TE is the legacy GroupedMLP (the separate
+# grouped_gemm package, not installed either).
+CUDA_ONLY_MOE_KERNELS = {
+    "moe_permute_fusion": False,
+    "moe_grouped_gemm": False,
+}
+
 
 def is_installed() -> bool:
     return importlib.util.find_spec("transformer_engine") is not None

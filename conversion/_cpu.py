@@ -44,7 +44,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-from common.transformer_engine import CUDA_ONLY_FUSIONS
+from common.transformer_engine import CUDA_ONLY_FUSIONS, CUDA_ONLY_MOE_FUSIONS
 
 
 
@@ -56,7 +56,7 @@ def cuda_available() -> bool:
 
 def _switch_off_fusions(config) -> None:
     io_record = getattr(config, "__io__", None)
-    for flag, value in CUDA_ONLY_FUSIONS.items():
+    for flag, value in {**CUDA_ONLY_FUSIONS, **CUDA_ONLY_MOE_FUSIONS}.items():
         if hasattr(config, flag):
             setattr(config, flag, value)
             if io_record is not None:
@@ -85,11 +85,19 @@ def fusions_off() -> Iterator[None]:
         TransformerConfig.__post_init__ = original_post_init
 
 
+# Experts: NeMo's Qwen3-MoE mappings address grouped-GEMM experts (one module, `weight<i>` per expert); without
+# Transformer Engine grouped GEMM is off and megatron builds a SequentialMLP, one module per local expert.
+GROUPED_TO_SEQUENTIAL_EXPERTS = {
+    "mlp.experts.linear_fc1.weight*": "mlp.experts.local_experts.*.linear_fc1.weight",
+    "mlp.experts.linear_fc2.weight*": "mlp.experts.local_experts.*.linear_fc2.weight",
+}
+
+
 def _te_to_local_spec_renames() -> dict[str, str]:
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 
     local_to_te = get_gpt_layer_local_spec().submodules.sharded_state_dict_keys_map
-    return {te: local for local, te in local_to_te.items()}
+    return {**{te: local for local, te in local_to_te.items()}, **GROUPED_TO_SEQUENTIAL_EXPERTS}
 
 
 def _rename_keys(key, renames: dict[str, str]):

@@ -75,7 +75,31 @@ def smollm2_roundtrip(smollm2_nemo, tmp_path_factory) -> Path:
     return timed("nemo_to_hf", lambda: export_nemo(smollm2_nemo, out))
 
 
-SESSION_FIXTURES_WORTH_SHARING = ("smollm2_hf", "smollm2_nemo", "smollm2_roundtrip")
+@pytest.fixture(scope="session")
+def tiny_imports(tmp_path_factory):
+    """architecture -> (its tiny random HF folder, that folder imported to NeMo 2), made once per session on first
+    use (tests/tiny_hf.py): the conversion tests and the MoE training runs share the Mixtral one."""
+    from conversion.hf_to_nemo import import_hf
+    from tiny_hf import make
+
+    made = {}
+
+    def imported(architecture: str) -> tuple[Path, Path]:
+        if architecture not in made:
+            root = tmp_path_factory.mktemp(architecture)
+            hf = make(architecture, root / "hf")
+            made[architecture] = hf, timed(f"hf_to_nemo {architecture}", lambda: import_hf(hf, root / "nemo"))
+        return made[architecture]
+
+    return imported
+
+
+SESSION_FIXTURES_WORTH_SHARING = {  # fixture -> the group of tests that share it (one worker)
+    "smollm2_hf": "smollm2",
+    "smollm2_nemo": "smollm2",
+    "smollm2_roundtrip": "smollm2",
+    "tiny_imports": "tiny_imports",
+}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -83,10 +107,10 @@ def pytest_collection_modifyitems(config, items):
     one worker: a module's tests share its module fixtures, and every test of the imported SmolLM2
     checkpoint shares one import. Without xdist the marks do nothing."""
     for item in items:
-        shares_smollm2 = any(name in item.fixturenames for name in SESSION_FIXTURES_WORTH_SHARING)
-        group = "smollm2" if shares_smollm2 else item.nodeid.split("::")[0]
+        shared = [group for name, group in SESSION_FIXTURES_WORTH_SHARING.items() if name in item.fixturenames]
+        group = shared[0] if shared else item.nodeid.split("::")[0]
         item.add_marker(pytest.mark.xdist_group(group))
-        if shares_smollm2:
+        if "smollm2" in shared:
             item.add_marker(pytest.mark.slow)  # the import alone is about a minute
 
 

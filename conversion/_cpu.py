@@ -13,13 +13,17 @@ What breaks without CUDA / Transformer Engine, and what we do about it:
   accumulation) are CUDA-only at run time. `fusions_off()` forces these flags to False on every
   TransformerConfig built inside it, in the object *and* in its `__io__` record, so checkpoints
   written there carry `apply_rope_fusion: false` etc. in their context and load again on CPU.
+  Mixture-of-experts configs (Qwen3MoEConfig) also default to TE-only kernels: fused token
+  permutation and grouped GEMM; both are switched off the same way (CUDA_ONLY_MOE_FUSIONS).
 
 * Without TE, GPTConfig.transformer_layer_spec (default_layer_spec) picks megatron's *local*
   spec, whose layer norms are separate modules (`decoder.layers.N.input_layernorm.weight`,
   `...pre_mlp_layernorm.weight`) instead of TE's fused `linear_qkv.layer_norm_weight` /
   `linear_fc1.layer_norm_weight`. Every NeMo HF importer/exporter maps the TE names only, so
   layer norms are silently skipped ("No matches found for source key") and stay on the meta
-  device. `local_spec_state_names()` renames the TE names in the mapping handed to
+  device. Experts without grouped GEMM are one module each (`experts.local_experts.<i>.linear_fc1`)
+  where Qwen3-MoE's mapping addresses grouped-GEMM names (`experts.linear_fc1.weight<i>`).
+  `local_spec_state_names()` renames the TE names in the mapping handed to
   nemo.lightning.io.apply_transforms, using megatron's own table
   (get_gpt_layer_local_spec().submodules.sharded_state_dict_keys_map). On disk nothing changes:
   the local spec saves dist checkpoints under the TE names, so files stay TE-compatible.

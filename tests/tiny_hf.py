@@ -22,13 +22,14 @@ ARCHITECTURES = {
 }
 
 
-def make(architecture: str, folder: Path, seed: int = 0) -> Path:
-    """Writes a float32 model of `architecture` with random weights (seeded) and the tiny tokenizer to `folder`."""
+def make(architecture: str, folder: Path, seed: int = 0, **changes) -> Path:
+    """Writes a float32 model of `architecture` with random weights (seeded) and the tiny tokenizer to `folder`;
+    `changes` override config values."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     model_type, differences = ARCHITECTURES[architecture]
-    config = AutoConfig.for_model(model_type, **COMMON, **differences)
+    config = AutoConfig.for_model(model_type, **{**COMMON, **differences, **changes})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     assert type(model).__name__ == architecture

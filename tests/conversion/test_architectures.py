@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from conversion.average import load_model_weights, megatron_model_from_context, single_process_megatron
-from tiny_hf import ARCHITECTURES
+from conversion.errors import ConversionError
+from tiny_hf import ARCHITECTURES, make
 
 pytestmark = pytest.mark.slow  # in-process NeMo conversions
 
@@ -71,3 +72,13 @@ def test_round_trip_bitwise_and_logits_match_transformers(architecture, tiny_imp
     worst = (actual - expected).abs().max().item()
     print(f"\n[parity] {architecture}: max |logit diff| megatron-core vs transformers {worst:.3e}")
     assert worst < MAX_ABS_LOGIT_DIFF
+
+
+def test_import_refuses_a_qwen3_moe_router_nemo_would_change(tmp_path):
+    """HF's Qwen3-MoE can leave the top-k router weights unnormalised; NeMo's router always renormalises them."""
+    from conversion.hf_to_nemo import import_hf
+
+    source = make("Qwen3MoeForCausalLM", tmp_path / "hf", norm_topk_prob=False)
+    with pytest.raises(ConversionError, match=r"cannot import faithfully: norm_topk_prob=false"):
+        import_hf(source, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -9,7 +9,7 @@ import nemo_run as run
 
 from recipes import algorithms
 from recipes.registry import recipe
-from recipes.tiny_llama import PYDOC_CORPUS, SEQ_LENGTH, _small_cpu_run
+from recipes.tiny_llama import PYDOC_CORPUS, SEQ_LENGTH, SHIPPED_SFT, _small_cpu_run
 
 
 def _moe_knobs(recipe: run.Partial) -> run.Partial:
@@ -38,3 +38,13 @@ def tiny_moe_pretrain() -> run.Partial:
     recipe = algorithms.pretrain("tiny_moe", seq_length=SEQ_LENGTH, global_batch_size=8, paths=[PYDOC_CORPUS], lr=3e-3)
     recipe.data.split = "95,5,0"
     return _moe_knobs(_small_cpu_run(recipe, max_steps=30))
+
+
+@recipe
+def tiny_moe_sft() -> run.Partial:
+    """Full SFT of the tiny MoE on the shipped prompt/response examples, on CPU.
+
+        python launch.py recipe=tiny_moe_sft
+    """
+    recipe = algorithms.sft("tiny_moe", seq_length=SEQ_LENGTH, global_batch_size=8, dataset_root=SHIPPED_SFT, lr=3e-3)
+    return _moe_knobs(_small_cpu_run(recipe, max_steps=20))

@@ -104,8 +104,9 @@ SESSION_FIXTURES_WORTH_SHARING = {  # fixture -> the group of tests that share i
 
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (`make test` runs two workers), tests that share an expensive fixture stay on
-    one worker: a module's tests share its module fixtures, and every test of the imported SmolLM2
-    checkpoint shares one import. Without xdist the marks do nothing."""
+    one worker: a module's tests share its module fixtures, every test of the imported SmolLM2
+    checkpoint shares one import, and the tiny-architecture conversions share theirs with the MoE runs.
+    Without xdist the marks do nothing."""
     for item in items:
         shared = [group for name, group in SESSION_FIXTURES_WORTH_SHARING.items() if name in item.fixturenames]
         group = shared[0] if shared else item.nodeid.split("::")[0]

@@ -8,6 +8,7 @@ import torch
 from megatron.core.distributed import DistributedDataParallelConfig
 from megatron.core.optimizer import OptimizerConfig
 from nemo import lightning as nl
+from nemo.lightning.pytorch.callbacks import PreemptionCallback
 from nemo.lightning.pytorch.optim import CosineAnnealingScheduler
 
 from fiddle import history
@@ -107,7 +108,9 @@ def trainer(max_steps: int = 1000) -> run.Config:
         use_distributed_sampler=False,
         strategy=strategy(),
         plugins=precision("bf16-mixed"),
-        callbacks=[],
+        # SIGTERM (Slurm's time limit or preemption, `executor.signal`): save a -last checkpoint at the end of
+        # the current step and exit, so that the next job of a chain resumes from it (runtime/SLURM.md).
+        callbacks=[run.Config(PreemptionCallback)],
     )
 
 

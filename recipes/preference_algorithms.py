@@ -77,7 +77,7 @@ def _preference(model_name, loss, reference, lora, *, name, lr, seq_length: int 
         peft=None,
         tokenizer="data",
     )
-    recipe.trainer.callbacks = [run.Config(PreferenceTraining, loss=loss, reference=reference)]
+    recipe.trainer.callbacks = [run.Config(PreferenceTraining, loss=loss, reference=reference), *recipe.trainer.callbacks]
     recipe.trainer.limit_val_batches = 0
     recipe.log.ckpt.monitor = "reduced_train_loss"
     recipe.model.config.seq_length = seq_length

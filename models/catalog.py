@@ -66,6 +66,32 @@ MODELS = {
             ),
         ),
         ModelSpec(
+            name="tiny_moe",
+            description="2-layer Mixtral-style mixture of experts (hidden 64, 4 experts, top-2) for CPU runs and tests",
+            model_class="nemo.collections.llm.MixtralModel",
+            config_class="nemo.collections.llm.gpt.model.mixtral.MixtralConfig",
+            local_tokenizer=str(TOKENIZERS / "tiny"),
+            vocab_size=4096,  # the tiny tokenizer, as tiny_llama
+            config_overrides=dict(
+                num_layers=2,
+                hidden_size=64,
+                ffn_hidden_size=128,
+                num_attention_heads=4,
+                num_query_groups=2,
+                seq_length=128,
+                max_position_embeddings=128,
+                num_moe_experts=4,
+                moe_ffn_hidden_size=128,
+                moe_router_topk=2,
+                # Routing (dispatcher, aux loss, capacity) is set where it is tuned: recipes/tiny_moe.py.
+                # The small CPU models run without Transformer Engine: its fusions, MoE's included
+                # (common/transformer_engine.py's CUDA_ONLY_MOE_FUSIONS), are off.
+                moe_permute_fusion=False,
+                moe_grouped_gemm=False,
+                **CUDA_ONLY_FUSIONS,
+            ),
+        ),
+        ModelSpec(
             name="smollm2_135m",
             description="SmolLM2-135M-Instruct: a real pretrained Llama small enough for CPU",
             model_class="nemo.collections.llm.LlamaModel",

@@ -178,6 +178,16 @@ HF_ARCHITECTURE_KEYS = {
 }
 
 
+def expert_mismatches(config: dict, expected: dict, model_name: str) -> list[str]:
+    """A mixture-of-experts row also fixes its expert count (HF: num_local_experts in Mixtral, num_experts in
+    Qwen3-MoE) and router top-k (num_experts_per_tok)."""
+    if not expected.get("num_moe_experts"):
+        return []
+    experts = config.get("num_local_experts") or config.get("num_experts")
+    found = {"experts": (experts, expected["num_moe_experts"]), "num_experts_per_tok": (config.get("num_experts_per_tok"), expected["moe_router_topk"])}
+    return [f"{key} {got} (the catalog's {model_name} has {want})" for key, (got, want) in found.items() if got != want]
+
+
 def importable_models() -> list[str]:
     return sorted(name for name, spec in catalog.MODELS.items() if spec.checkpoint)
 
@@ -197,6 +207,7 @@ def refuse_architecture_mismatch(config: dict, family: str, model_name: str) -> 
     found["num_key_value_heads"] = found["num_key_value_heads"] or found["num_attention_heads"]
     problems = [f"{key} {found[key]} (the catalog's {model_name} has {expected[field]})"
                 for key, field in HF_ARCHITECTURE_KEYS.items() if found[key] != expected[field]]
+    problems += expert_mismatches(config, expected, model_name)
     if FAMILY_MODEL_CLASSES[family] != expected["model"]:
         problems.append(f"family {family} (the catalog's {model_name} is a {expected['model']})")
     if problems:

@@ -82,3 +82,16 @@ def test_import_refuses_a_qwen3_moe_router_nemo_would_change(tmp_path):
     with pytest.raises(ConversionError, match=r"cannot import faithfully: norm_topk_prob=false"):
         import_hf(source, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_import_as_a_catalog_moe_model_checks_its_experts(tmp_path, monkeypatch):
+    """`--model mixtral_8x7b` on a folder with 4 experts: refused, naming the expert count beside the shapes."""
+    from conversion.hf_to_nemo import import_hf
+
+    monkeypatch.setenv("NEMO_MODELS_CACHE", str(tmp_path / "models"))
+    source = make("MixtralForCausalLM", tmp_path / "hf")
+    with pytest.raises(ConversionError) as refusal:
+        import_hf(source, model_name="mixtral_8x7b")
+    assert "experts 4 (the catalog's mixtral_8x7b has 8)" in str(refusal.value)
+    assert "num_experts_per_tok" not in str(refusal.value), "top-2 is Mixtral's own"
+    assert not (tmp_path / "models").exists()

@@ -33,11 +33,12 @@ class ArgumentParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self.add_argument("--verbose", action="store_true", help="also show third-party warnings (NeMo, megatron-core)")
 
-    def parse_args(self, args=None, namespace=None):
-        parsed = super().parse_args(args, namespace)
-        if not parsed.verbose:
+    def parse_known_args(self, args=None, namespace=None):
+        # parse_args and parse_intermixed_args both come through here
+        parsed, extras = super().parse_known_args(args, namespace)
+        if not getattr(parsed, "verbose", False):
             third_party_noise.silence()  # before the command imports NeMo
-        return parsed
+        return parsed, extras
 
     def error(self, message: str):
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)

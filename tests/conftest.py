@@ -56,14 +56,16 @@ def timed(label: str, step):
 
 
 def built_once_per_run(tmp_path_factory, worker_id: str, name: str, build) -> Path:
-    """`build(path)` run by one worker of this pytest run; every worker gets the finished `path`."""
+    """`build(path)` run by one worker of this pytest run; every worker gets the finished `path`, alone in its
+    folder (a test may check what a build leaves beside its output)."""
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if worker_id != "master" else base  # xdist: popen-gwN folders share one parent per run
-    path, done = shared / name, shared / f"{name}.done"
+    path, done = shared / f"{name}.built" / name, shared / f"{name}.done"
     with open(shared / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not done.exists():
-            shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(path.parent, ignore_errors=True)
+            path.parent.mkdir()
             timed(name, lambda: build(path))
             done.touch()
     return path

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from conversion import hf_to_nemo
-from faults.test_output_faults import killed_when, small_disk
-from launching import REPO
+from launching import REPO, killed_when, small_disk
 
 pytestmark = pytest.mark.slow
 

@@ -1,10 +1,8 @@
 """Issue 16, outputs: data preparation killed (SIGKILL) mid-write or out of disk leaves the previous outputs
 byte for byte, no partial file under a final name, and a re-run writes the same bytes. Real processes of
-`python -m data.prepare_pretraining`; the small disk is a 2 MB tmpfs where this user may mount one, else a
+`python -m data.prepare_pretraining` and `python -m data.packing`; the small disk is a 2 MB tmpfs where this user may mount one, else a
 file size limit (RLIMIT_FSIZE) on the process, which fails writes the same way (EFBIG instead of ENOSPC)."""
 
-import contextlib
-import os
 import resource
 import signal
 import subprocess
@@ -14,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from launching import REPO, child_environment
+from launching import REPO, child_environment, killed_when, small_disk
 
 CORPUS = REPO / "data" / "corpora" / "pydoc_topics.jsonl"
 TOKENIZER = REPO / "models" / "tokenizers" / "tiny"
-SMALL_DISK_BYTES = 2 * 1024 * 1024
 OUTPUTS = ("corpus_text_document.bin", "corpus_text_document.idx", "corpus_text_document.tokenizer.json")
 
 
@@ -35,20 +32,6 @@ def bigger_corpus(folder: Path, copies: int) -> Path:
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
-
-
-@contextlib.contextmanager
-def small_disk(folder: Path, megabytes: int = SMALL_DISK_BYTES // 2**20):
-    """`folder` on a tmpfs of `megabytes` (yields no limit), or, where mounting is not allowed, a plain folder and
-    the file size limit a child process must set on itself (yields it)."""
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(folder)],
-                             capture_output=True).returncode == 0
-    try:
-        yield None if mounted else megabytes * 2**20
-    finally:
-        if mounted:
-            subprocess.run(["umount", str(folder)], check=True)
 
 
 def limit_file_size(limit: int | None):
@@ -100,22 +83,6 @@ def test_killed_mid_write_keeps_the_previous_outputs_and_a_rerun_writes_the_same
         target.mkdir(exist_ok=True)
         assert subprocess.run(prepare_command(corpus, target), cwd=REPO, env=child_environment()).returncode == 0
     assert {n: b for n, b in snapshot(out).items() if n in OUTPUTS} == snapshot(tmp_path / "fresh")
-
-
-def killed_when(command: list[str], ready, log: Path, timeout_s: int = 300) -> None:
-    """Runs `command`, its output going to `log`, and SIGKILLs its process group the moment `ready()` holds
-    (polled every millisecond)."""
-    with open(log, "w") as output:
-        process = subprocess.Popen(command, cwd=REPO, env=child_environment(), start_new_session=True,
-                                   stdout=output, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + timeout_s
-    while not ready():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"the run ended (exit {process.poll()}) before the moment to kill it: {log.read_text()[-3000:]}")
-        time.sleep(0.001)
-    os.killpg(process.pid, signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL
 
 
 def pack_command(copies_of_chat: Path, out: Path) -> list[str]:

@@ -91,7 +91,7 @@ def _preference(model_name, loss, reference, lora, *, name, lr, seq_length: int 
             target_modules=["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"],
         )
         recipe.optim.config.use_distributed_optimizer = False
-    return recipe
+    return blocks.experts(recipe, model_name)
 
 
 def dpo(model_name: str, lora: bool = False, *, beta: float = 0.1, label_smoothing: float = 0.0,

@@ -90,6 +90,24 @@ def smollm2_roundtrip(smollm2_nemo, tmp_path_factory, worker_id) -> Path:
     return built_once_per_run(tmp_path_factory, worker_id, "smollm2-roundtrip-hf", lambda out: export_nemo(smollm2_nemo, out))
 
 
+@pytest.fixture(scope="session")
+def tiny_imports(tmp_path_factory, worker_id):
+    """architecture -> (its tiny random HF folder, that folder imported to NeMo 2), each built once per run on
+    first use (tests/tiny_hf.py): the conversion tests and the MoE training runs share the Mixtral one."""
+    from conversion.hf_to_nemo import import_hf
+    from tiny_hf import make
+
+    def build(architecture: str, folder: Path) -> None:
+        import_hf(make(architecture, folder / "hf"), folder / "nemo")
+
+    def imported(architecture: str) -> tuple[Path, Path]:
+        folder = built_once_per_run(tmp_path_factory, worker_id, f"tiny-{architecture}",
+                                    lambda path: build(architecture, path))
+        return folder / "hf", folder / "nemo"
+
+    return imported
+
+
 LOADS_SMOLLM2 = ("smollm2_hf", "smollm2_nemo", "smollm2_roundtrip")
 
 

@@ -348,3 +348,10 @@ def test_corpus_made_with_another_tokenizer_is_refused(nemo, capsys, smollm2_hf,
     assert code == 2 and "does not fit the recipe" in err, err
     assert f"corpus {corpus} was prepared with tokenizer {smollm2_hf} (vocabulary 49152)" in err
     assert f"tokenizer {REPO / 'models/tokenizers/tiny'}" in err and "re-run python -m data.prepare_pretraining" in err
+
+
+def test_overrides_may_come_before_or_after_the_options():
+    """`--then eval --limit ...` style lines put options in the middle; overrides after them still count."""
+    args = launch.parse_args(["recipe=tiny_llama_sft", "--dryrun", "trainer.max_steps=3", "--then", "export", "data.seed=7"])
+    assert args.assignments == ["recipe=tiny_llama_sft", "trainer.max_steps=3", "data.seed=7"]
+    assert args.dryrun and args.then == "export"

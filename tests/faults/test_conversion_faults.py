@@ -1,42 +1,24 @@
 """Issue 16, conversions: an import into a disk too small for it, and one SIGKILLed mid-write, leave the previous
 output byte for byte and nothing a reader would take for a checkpoint; a re-run writes the same bytes. A tiny
-random Llama made here with transformers, so each conversion costs seconds, not the SmolLM2 import.
+random Mistral (Llama's layout) and its import, shared with tests/conversion (the `tiny_imports` fixture), so each
+conversion costs seconds, not the SmolLM2 import.
 
 Import, export and averaging stage their output in a hidden `.<out>.partial-*` folder beside it and move it into
 place once complete (conversion.hf_to_nemo.publish, shared by the three), so the import stands for all three."""
 
 import pickle
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from conversion import hf_to_nemo
-from launching import REPO, killed_when, small_disk
+from launching import killed_when, small_disk
 
 pytestmark = pytest.mark.slow
 
-TOKENIZER = REPO / "models" / "tokenizers" / "tiny"
 WEIGHTS_METADATA = "weights/.metadata"
-
-
-@pytest.fixture(scope="module")
-def tiny_hf(tmp_path_factory) -> Path:
-    """A 2-layer Llama with hidden size 64 and random weights (2.4 MB), with the tiny tokenizer."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=4096, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         tie_word_embeddings=False)
-    folder = tmp_path_factory.mktemp("tiny_hf")
-    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
-    for file in TOKENIZER.iterdir():
-        shutil.copy(file, folder / file.name)
-    return folder
 
 
 def files(folder: Path) -> dict[str, bytes]:
@@ -51,14 +33,15 @@ def without_save_identity(metadata: bytes):
     return loaded
 
 
-def test_import_out_of_disk_or_killed_keeps_the_previous_output_and_a_rerun_writes_the_same_bytes(tiny_hf, tmp_path, capsys):
+def test_import_out_of_disk_or_killed_keeps_the_previous_output_and_a_rerun_writes_the_same_bytes(tiny_imports, tmp_path, capsys):
+    tiny_hf, imported = tiny_imports("MistralForCausalLM")
+    before = files(imported)
     disk = tmp_path / "disk"
     with small_disk(disk, megabytes=4) as limit:  # one import (2.8 MB) fits, a second beside it does not
         if limit is not None:
             pytest.fail("this check needs a tmpfs (mount -t tmpfs), which this user may not mount")
         out = disk / "nemo"
-        assert hf_to_nemo.main(["--hf", str(tiny_hf), "--out", str(out)]) == 0
-        before = files(out)
+        shutil.copytree(imported, out)
 
         # Out of disk while the new import is staged beside the old one: one error line naming the output.
         capsys.readouterr()
@@ -75,8 +58,7 @@ def test_import_out_of_disk_or_killed_keeps_the_previous_output_and_a_rerun_writ
         assert all(p.name.startswith(".nemo.partial-") for p in disk.iterdir() if p.name != "nemo")
 
     # A re-run writes the same bytes, but for the .metadata's record of where and when torch wrote it.
-    again = hf_to_nemo.import_hf(tiny_hf, tmp_path / "again")
-    rerun = files(again)
+    rerun = files(hf_to_nemo.import_hf(tiny_hf, tmp_path / "again"))
     assert sorted(rerun) == sorted(before)
     assert {k: v for k, v in rerun.items() if k != WEIGHTS_METADATA} == {k: v for k, v in before.items() if k != WEIGHTS_METADATA}
     assert without_save_identity(rerun[WEIGHTS_METADATA]) == without_save_identity(before[WEIGHTS_METADATA])

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterator
 
 from common import cli
-from conversion.errors import ConversionError, ConversionFailed
+from conversion.errors import ConversionError, ConversionFailed, failed
 from conversion.hf_to_nemo import publish, report
 from conversion.nemo_to_hf import find_checkpoint_dir, is_checkpoint_dir
 
@@ -191,7 +191,12 @@ def average_checkpoints(ckpt_dirs: list[Path | str], out_dir: Path | str, overwr
         model.load_state_dict(averaged, strict=False)
         staged = Path(staging) / "checkpoint"
         log(f"saving {len(averaged)} averaged tensors")
-        save_model_weights(model, newest, staged)
+        from torch.distributed.checkpoint.api import CheckpointException
+
+        try:
+            save_model_weights(model, newest, staged)
+        except (Exception, CheckpointException) as error:  # torch's CheckpointException is a BaseException
+            raise failed("saving the average", out_dir, error) from error
         publish(staged, out_dir)
     log(f"wrote {out_dir} in {time.perf_counter() - started:.0f}s")
     return out_dir

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from common import cli
-from conversion.errors import ConversionError, ConversionFailed
+from conversion.errors import ConversionError, ConversionFailed, failed
 from models import catalog
 from runtime import checkpoints
 
@@ -337,10 +337,12 @@ def import_hf(hf_dir: Path | str, out_dir: Path | str | None = None, family: str
         with cpu_conversion():
             importer = importer_for(family, hf_dir, Path(scratch) / "nemo_tokenizer")
             log(f"converting with NeMo's {type(importer).__name__} (load HF weights, map, save dist checkpoint)")
+            from torch.distributed.checkpoint.api import CheckpointException
+
             try:
                 importer(output_path=staged)
-            except Exception as error:
-                raise ConversionFailed(f"NeMo import of {hf_dir} failed: {type(error).__name__}: {error}") from error
+            except (Exception, CheckpointException) as error:  # torch's CheckpointException is a BaseException
+                raise failed(f"NeMo import of {hf_dir}", out_dir, error) from error
         require_complete_checkpoint(staged)
         publish(staged, out_dir)
     log(f"wrote {out_dir} in {time.perf_counter() - started:.0f}s")

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from common import cli
-from conversion.errors import ConversionError, ConversionFailed
+from conversion.errors import ConversionError, ConversionFailed, failed
 from conversion.hf_to_nemo import (
     FAMILY_MODEL_CLASSES,
     publish,
@@ -133,19 +133,22 @@ def first_line_mentioning(word: str, text: str) -> str | None:
     return None
 
 
-def run_nemo_exporter(ckpt_dir: Path, staged: Path) -> None:
+def run_nemo_exporter(ckpt_dir: Path, staged: Path, out_dir: Path) -> None:
+    """Exports into `staged`, which becomes `out_dir` once complete."""
     from nemo.collections import llm
 
     from conversion._cpu import cpu_conversion
 
+    from torch.distributed.checkpoint.api import CheckpointException
+
     try:
         with cpu_conversion():
             llm.export_ckpt(ckpt_dir, "hf", output_path=staged)
-    except Exception as error:
+    except (Exception, CheckpointException) as error:  # torch's CheckpointException is a BaseException
         mismatch = first_line_mentioning("mismatch", str(error))
         if mismatch:
             raise ConversionError(f"shape mismatch between {ckpt_dir}/context and its weights: {mismatch}") from error
-        raise ConversionFailed(f"NeMo export of {ckpt_dir} failed: {type(error).__name__}: {error}") from error
+        raise failed(f"NeMo export of {ckpt_dir}", out_dir, error) from error
 
 
 def write_tokenizer(tokenizer, hf_dir: Path) -> None:
@@ -217,7 +220,7 @@ def export_nemo(
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-") as staging:
         staged = Path(staging) / "hf"
         log("converting with NeMo's exporter (load dist checkpoint, map, save safetensors)")
-        run_nemo_exporter(ckpt_dir, staged)
+        run_nemo_exporter(ckpt_dir, staged, out_dir)
         write_tokenizer(tokenizer, staged)
         write_generation_config(model_config, tokenizer, staged)
         write_pad_token_id(tokenizer, staged)

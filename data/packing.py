@@ -43,7 +43,7 @@ from typing import Sequence
 import numpy as np
 
 from data.chat_templates import TokenizedSequence, prepare_template
-from data.core.atomic import atomic_write
+from data.core.atomic import atomic_outputs
 from data.core.command import run_command
 from data.core.errors import BadLinePolicy, DataError
 from data.core.sources import expand_inputs, read_records
@@ -201,14 +201,23 @@ def tokenize_file(
 # ------------------------------------------------------------------------------------------- output
 
 
-def save_packed(path: Path, bins: Sequence[dict]) -> None:
+def write_packed(stream, bins: Sequence[dict]) -> None:
     array = np.empty(len(bins), dtype=object)
     array[:] = list(bins)
-    atomic_write(path, lambda stream: np.save(stream, array, allow_pickle=True), binary=True)
+    np.save(stream, array, allow_pickle=True)
 
 
-def save_metadata(path: Path, entries: Sequence[dict]) -> None:
-    atomic_write(path, lambda stream: json.dump(list(entries), stream))
+def save_outputs(paths: dict[str, Path], bins_per_split: dict[str, Sequence[dict]], metadata: Sequence[dict]) -> None:
+    """Every split's bins and the metadata, moved into place together once all are written (metadata last):
+    a run killed or failing before the end leaves the previous outputs, never a new training file beside an
+    old validation file."""
+    finals = [paths[split] for split in bins_per_split] + [paths["metadata"]]
+    with atomic_outputs(*finals) as temporary:
+        for temporary_path, bins in zip(temporary, bins_per_split.values()):
+            with open(temporary_path, "wb") as stream:
+                write_packed(stream, bins)
+        with open(temporary[-1], "w", encoding="utf-8") as stream:
+            json.dump(list(metadata), stream)
 
 
 def packed_paths(output_dir: Path | str, pack_size: int) -> dict[str, Path]:
@@ -231,7 +240,7 @@ def run(args: argparse.Namespace) -> None:
     tokenizer = load_hf_tokenizer(args.tokenizer)
     template = prepare_template(args.template, tokenizer)
     paths = packed_paths(args.output_dir, args.pack_size)
-    metadata = []
+    bins_per_split, metadata = {}, []
     for split, path in splits:
         policy = BadLinePolicy(skip=args.skip_bad_lines)
         sequences, truncated = tokenize_file(
@@ -239,12 +248,12 @@ def run(args: argparse.Namespace) -> None:
             TrainingFormat(args.template, args.system_prompt, args.last_turn_only),
         )
         result = pack(sequences, args.pack_size)
-        save_packed(paths[split], result.bins)
+        bins_per_split[split] = result.bins
         metadata.append(result.metadata)
         policy.report()
         notes = f" ({truncated} truncated)" if truncated else ""
         print(f"{split}: {result.summary}{notes} -> {paths[split]}")
-    save_metadata(paths["metadata"], metadata)
+    save_outputs(paths, bins_per_split, metadata)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -192,12 +192,14 @@ def _check_evaluation_args(args: list[str]) -> None:
 
 def _executor_config(training_config, settings: list[str]) -> run.Config:
     """The training job's executor (account, partition, container, environment) on one task: one node, one
-    GPU when training has GPUs, `afterok` on the job before; then the cluster file's `then:` and then.executor.*."""
+    GPU when training has GPUs, `afterok` on the job before, no early SIGTERM; then the cluster file's `then:`
+    and then.executor.*."""
     config = copy.deepcopy(training_config)
     config.nodes = 1
     config.ntasks_per_node = 1
     config.gpus_per_node = 1 if config.gpus_per_node else None
     config.dependency_type = "afterok"
+    config.signal = None  # the training job's early SIGTERM is for its checkpoint: a conversion would only die sooner
     executor_args.apply_overrides(config, settings)
     slurm.check_no_secrets(config)
     return config

@@ -8,17 +8,21 @@ def train(recipe, import_how: str = checkpoints.import_command("NAME")):
     checked first: on Slurm the submitter may not see them, and a missing import then fails here in seconds
     (`import_how` names the command), not after NeMo, the process groups and the data have started. Then
     the checkpoint it resumes from is chosen and named (runtime/resume.py); one that cannot be read ends
-    the run with one line naming it."""
+    the run with one line naming it, as does a save that fails (a full disk)."""
     checkpoints.require_restorable_recipe(recipe, import_how)
     decision = resume.apply(recipe)
     cpu.enable()
     no_te.enable()
     signals.keep_checkpoint_writer_alive_on_sigterm()
+    from torch.distributed.checkpoint.api import CheckpointException
+
     try:
         result = recipe()
-    except Exception as error:
+    except (Exception, CheckpointException) as error:  # torch's CheckpointException is a BaseException
         if decision.checkpoint is not None and resume.raised_while_restoring(error):
             raise resume.unreadable(decision.checkpoint, error) from error
+        if resume.raised_while_saving(error):
+            raise resume.save_failed(decision.folder, error) from error
         raise
     _after_training(recipe)
     return result

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,8 @@ RESUME_FROM_DIRECTORY_KEY = "resume.resume_from_directory"
 # Lightning restores a checkpoint (weights, optimizer, loops, data position) from this module: an error raised
 # inside it is a checkpoint that cannot be read. (megatron-core's dist_checkpointing is on the save path too.)
 RESTORING_MODULE = "lightning/pytorch/trainer/connectors/checkpoint_connector.py"
+# Every save of a training run (periodic, -last, PreemptionCallback's) goes through Lightning's ModelCheckpoint.
+SAVING_MODULE = "lightning/pytorch/callbacks/model_checkpoint.py"
 
 
 @dataclass
@@ -142,10 +145,18 @@ def apply(recipe) -> Decision:
 
 def raised_while_restoring(error: BaseException) -> bool:
     """True when `error` was raised inside Lightning's or megatron-core's checkpoint reading."""
+    return _raised_inside(error, RESTORING_MODULE)
+
+
+def raised_while_saving(error: BaseException) -> bool:
+    """True when `error` was raised inside Lightning's ModelCheckpoint (periodic, -last and preemption saves)."""
+    return _raised_inside(error, SAVING_MODULE)
+
+
+def _raised_inside(error: BaseException, module: str) -> bool:
     traceback = error.__traceback__
     while traceback is not None:
-        filename = traceback.tb_frame.f_code.co_filename.replace(os.sep, "/")
-        if filename.endswith(RESTORING_MODULE):
+        if traceback.tb_frame.f_code.co_filename.replace(os.sep, "/").endswith(module):
             return True
         traceback = traceback.tb_next
     return False
@@ -166,6 +177,17 @@ def _root_cause(error: BaseException) -> BaseException:
             return error
         error = following
     return error
+
+
+def save_failed(folder: Path | None, error: BaseException) -> RunFailed:
+    """The one-line failure of a checkpoint save (a full disk fails torch's writer without an errno: the space
+    left says it). ModelCheckpoint marked the checkpoint unfinished; the ones before it are untouched."""
+    cause = _root_cause(error)
+    reason = str(cause).strip().splitlines()[-1] if str(cause).strip() else ""
+    where = f"in {folder} " if folder is not None else ""
+    free = f"{shutil.disk_usage(folder).free} bytes free there; " if folder is not None and folder.is_dir() else ""
+    return RunFailed(f"saving a checkpoint {where}failed ({free}the checkpoints before it are kept): "
+                     f"{type(cause).__name__}{': ' + reason[:300] if reason else ''}")
 
 
 def unreadable(checkpoint: Path, error: BaseException) -> RunFailed:

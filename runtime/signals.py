@@ -13,7 +13,12 @@ def keep_checkpoint_writer_alive_on_sigterm() -> None:
     `spawn`ed Manager process, started at the first save (dist_checkpointing/strategies/filesystem_async.py,
     `_results_queue`). A fresh interpreter dies on SIGTERM, and the preemption save then fails with
     BrokenPipeError (seen on a tiny CPU run). Start that server here, ignoring SIGTERM, and hand megatron its
-    queue; it ends with the training process."""
+    queue; it ends with the training process.
+
+    The module global is private, but megatron-core (0.15) has no public way in: `_get_write_results_queue()`
+    creates the queue lazily and neither `FileSystemWriterAsync` nor the save strategies take one. A
+    megatron-core that renames it fails every launch here with an AttributeError, never silently, and the
+    SIGTERM case of tests/faults/test_training_faults.py fails if the preemption save breaks."""
     from megatron.core.dist_checkpointing.strategies import filesystem_async
 
     if filesystem_async._results_queue is None:

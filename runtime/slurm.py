@@ -34,6 +34,10 @@ from common.errors import UserError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SECRET_MARKERS = ("TOKEN", "KEY", "SECRET", "PASSWORD")
 DEPENDENCY_TYPE = "afterany"  # a chain continues after a failed job: the next one resumes from the last checkpoint
+# SIGTERM to the job's processes 2 minutes before the time limit (sbatch --signal): the PreemptionCallback of every
+# recipe then saves a checkpoint at the end of the step. At the limit itself Slurm sends SIGTERM and SIGKILL only
+# KillWait seconds later (30 by default), which a large model's step and save can outlast.
+PREEMPTION_SIGNAL = "TERM@120"
 LIST_KEYS = ("container_mounts", "container_env", "srun_args")
 JOB_ID = re.compile(r"^\d+(_\d+)?$")
 
@@ -59,6 +63,7 @@ def executor_config(recipe) -> run.Config:
         account=None,
         partition=None,
         time="01:00:00",
+        signal=PREEMPTION_SIGNAL,
         nodes=trainer.num_nodes,
         ntasks_per_node=trainer.devices,
         gpus_per_node=trainer.devices if gpus else None,

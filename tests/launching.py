@@ -1,5 +1,6 @@
 """Test helpers: running launch.py for real, the way a user does, and reading its training log."""
 
+import contextlib
 import os
 import re
 import shutil
@@ -87,3 +88,32 @@ def launch_until(*args: str, cwd: Path, until: Callable[[str], bool], sig: int =
     assert sent, f"the run ended (exit {status}) before the moment to send signal {sig}:\n{output[-4000:]}"
     return status, output
 
+
+def killed_when(command: list[str], ready, log: Path, timeout_s: int = 300) -> None:
+    """Runs `command`, its output going to `log`, and SIGKILLs its process group the moment `ready()` holds
+    (polled every millisecond)."""
+    with open(log, "w") as output:
+        process = subprocess.Popen(command, cwd=REPO, env=child_environment(), start_new_session=True,
+                                   stdout=output, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"the run ended (exit {process.poll()}) before the moment to kill it: {log.read_text()[-3000:]}")
+        time.sleep(0.001)
+    os.killpg(process.pid, signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, megabytes: int = 2):
+    """`folder` on a tmpfs of `megabytes` (yields no limit), or, where mounting is not allowed, a plain folder and
+    the file size limit a child process must set on itself (yields it)."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(folder)],
+                             capture_output=True).returncode == 0
+    try:
+        yield None if mounted else megabytes * 2**20
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(folder)], check=True)

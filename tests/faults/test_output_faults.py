@@ -1,9 +1,8 @@
 """Issue 16, outputs: data preparation killed (SIGKILL) mid-write or out of disk leaves the previous outputs
 byte for byte, no partial file under a final name, and a re-run writes the same bytes. Real processes of
-`python -m data.prepare_pretraining`; the small disk is a 2 MB tmpfs where this user may mount one, else a
+`python -m data.prepare_pretraining` and `python -m data.packing`; the small disk is a 2 MB tmpfs where this user may mount one, else a
 file size limit (RLIMIT_FSIZE) on the process, which fails writes the same way (EFBIG instead of ENOSPC)."""
 
-import contextlib
 import resource
 import signal
 import subprocess
@@ -13,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from launching import REPO, child_environment
+from launching import REPO, child_environment, killed_when, small_disk
 
 CORPUS = REPO / "data" / "corpora" / "pydoc_topics.jsonl"
 TOKENIZER = REPO / "models" / "tokenizers" / "tiny"
-SMALL_DISK_BYTES = 2 * 1024 * 1024
 OUTPUTS = ("corpus_text_document.bin", "corpus_text_document.idx", "corpus_text_document.tokenizer.json")
 
 
@@ -34,20 +32,6 @@ def bigger_corpus(folder: Path, copies: int) -> Path:
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
-
-
-@contextlib.contextmanager
-def small_disk(folder: Path):
-    """`folder` on a 2 MB tmpfs (yields no limit), or, where mounting is not allowed, a plain folder and the
-    file size limit a child process must set on itself (yields it)."""
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={SMALL_DISK_BYTES}", "tmpfs", str(folder)],
-                             capture_output=True).returncode == 0
-    try:
-        yield None if mounted else SMALL_DISK_BYTES
-    finally:
-        if mounted:
-            subprocess.run(["umount", str(folder)], check=True)
 
 
 def limit_file_size(limit: int | None):
@@ -99,3 +83,34 @@ def test_killed_mid_write_keeps_the_previous_outputs_and_a_rerun_writes_the_same
         target.mkdir(exist_ok=True)
         assert subprocess.run(prepare_command(corpus, target), cwd=REPO, env=child_environment()).returncode == 0
     assert {n: b for n, b in snapshot(out).items() if n in OUTPUTS} == snapshot(tmp_path / "fresh")
+
+
+def pack_command(copies_of_chat: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "data.packing", "--train", str(copies_of_chat), "--validation", str(copies_of_chat),
+            "--tokenizer", str(TOKENIZER), "--pack-size", "256", "--output-dir", str(out)]
+
+
+def inodes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_ino for p in folder.iterdir() if p.is_file()}
+
+
+def test_packing_killed_while_writing_keeps_every_previous_output_and_a_rerun_writes_the_same_bytes(tmp_path):
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text((REPO / "data" / "sft_examples" / "chat.jsonl").read_text() * 3)
+    out = tmp_path / "out"
+    subprocess.run(pack_command(chat, out), cwd=REPO, env=child_environment(), check=True, capture_output=True)
+    before, files_before = snapshot(out), inodes(out)
+    assert sorted(before) == ["256_metadata.jsonl", "training_256.npy", "validation_256.npy"]
+
+    # Killed once both splits are packed, as their bins are written: no file of the new run is in place yet (a
+    # new training file beside the old validation file would be a mix no reader could tell apart).
+    log = tmp_path / "packing.log"
+    killed_when(pack_command(chat, out), lambda: "validation: packed" in log.read_text(), log)
+    after = snapshot(out)
+    assert {name: inodes(out)[name] for name in before} == files_before, "a previous output was replaced"
+    assert {name: after[name] for name in before} == before
+    assert all(name.startswith(".") and name.endswith(".tmp") for name in set(after) - set(before))
+
+    subprocess.run(pack_command(chat, out), cwd=REPO, env=child_environment(), check=True, capture_output=True)
+    assert all(inodes(out)[name] != files_before[name] for name in before), "the re-run replaced every output"
+    assert {name: snapshot(out)[name] for name in before} == before, "with the same bytes"

@@ -1,12 +1,13 @@
 """Issue 16: a training run killed anywhere (SIGKILL during a checkpoint save, during validation), stopped by
-SIGTERM (Slurm's time limit, preemption), or given a checkpoint that cannot be read. Real launches of
-tiny_llama_pretrain, real signals to the launch's whole process group, decided by what the run wrote."""
+SIGTERM (Slurm's time limit, preemption), given a checkpoint that cannot be read, or out of disk during a
+save. Real launches of tiny_llama_pretrain, real signals to the launch's whole process group, decided by
+what the run wrote."""
 
 import signal
 
 import pytest
 
-from launching import assert_succeeded, launch, launch_until, training_steps
+from launching import assert_succeeded, launch, launch_until, small_disk, training_steps
 from runtime import resume
 
 pytestmark = pytest.mark.slow
@@ -75,3 +76,27 @@ def test_killed_during_a_save_and_validation_then_sigterm_resumes_from_the_newes
     assert errors == [f"error: cannot resume from checkpoint results/tiny_llama_pretrain/checkpoints/{newest.name}: "
                       "EOFError (move it aside to resume from the one before)"], broken.stderr[-3000:]
     assert training_steps(broken.stdout + broken.stderr) == []
+
+
+def test_out_of_disk_during_a_save_names_the_folder_and_keeps_the_checkpoints_before(tmp_path):
+    """The log dir on a 20 MB tmpfs: the save after step 1 (a checkpoint and its -last copy, 8 MB each) fits, the
+    one after step 3 does not."""
+    disk = tmp_path / "disk"
+    with small_disk(disk, megabytes=20) as limit:
+        if limit is not None:
+            pytest.fail("this check needs a tmpfs (mount -t tmpfs), which this user may not mount")
+        result = launch(RUN[0], "trainer.max_steps=4", "log.ckpt.every_n_train_steps=2", f"log.log_dir={disk}", cwd=tmp_path)
+        checkpoints = disk / "tiny_llama_pretrain" / "checkpoints"
+        assert result.returncode == 1, result.stderr[-3000:]
+        error = result.stderr.strip().splitlines()[-1]
+        assert error.startswith(f"error: saving a checkpoint in {checkpoints} failed ("), error
+        assert "the checkpoints before it are kept" in error, error
+        assert "Traceback" not in result.stderr, result.stderr[-3000:]
+        # Both copies of step 1 complete, their tensors equal byte for byte (the other files record which copy
+        # they are), the failed one marked unfinished, and a resume takes step 1.
+        first, first_last = (checkpoints / f"step=1-consumed_samples=16.0{s}" for s in ("", "-last"))
+        shards = lambda folder: {p.name: p.read_bytes() for p in (folder / "weights").glob("*.distcp")}  # noqa: E731
+        assert shards(first) and shards(first) == shards(first_last)
+        assert not any(checkpoints.glob("step=1-*-unfinished")) and any(checkpoints.glob("step=3-*-unfinished"))
+        complete = [c for c in resume.saved_checkpoints(checkpoints) if not resume.is_unfinished(c)]
+        assert complete[0] == first_last, "the next launch resumes from step 1"

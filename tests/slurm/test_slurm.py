@@ -3,8 +3,8 @@ resumes and is followed by average, export and evaluation jobs (--then), failing
 and afterok, GPU sbatch scripts rendered without running, and secrets that reach the job without being
 written anywhere.
 
-The chain's two training jobs each import NeMo and train 4 CPU steps; its three --then jobs each import
-NeMo or transformers once more.
+The chain's two training jobs each import NeMo and train CPU steps until the time limit the test moves
+ends them (SIGTERM within 30 s); its three --then jobs each import NeMo or transformers once more.
 """
 
 import json
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from launching import child_environment
+from launching import child_environment, training_steps
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
@@ -94,14 +94,41 @@ def launch_cli(*args: str) -> subprocess.CompletedProcess:
 THEN = ("average", "export", "eval")
 
 
+def logged_steps(log: str) -> list[tuple[int, int]]:
+    """(global step, consumed samples) per logged training step."""
+    return [(step, consumed) for step, _, consumed in training_steps(log) if consumed is not None]
+
+
+def wait_for_step(job_dir: Path, job_id: str, step: int, timeout_s=420) -> None:
+    deadline = time.time() + timeout_s
+    while not any(s >= step for s, _ in logged_steps(job_log(job_dir))):
+        state = job(job_id)["JobState"]
+        assert state in ("PENDING", "RUNNING") and time.time() < deadline, (state, job_log(job_dir)[-3000:])
+        time.sleep(1)
+
+
+def newest_last(checkpoints: Path) -> Path:
+    return max(checkpoints.glob("step=*-last"), key=lambda p: int(p.name.split("-")[0].removeprefix("step=")))
+
+
+def end_time_limit_soon(job_id: str) -> None:
+    """Moves the job's time limit to 1-2 minutes from now. Slurm's periodic time check (every 30 s) then sends
+    the executor's SIGTERM, due 120 s before the limit (executor.signal=TERM@120, the default), at its next pass:
+    mid-run, with a minute or more left for the checkpoint before the limit."""
+    hours, minutes, seconds = (int(part) for part in job(job_id)["RunTime"].split(":"))
+    elapsed_s = hours * 3600 + minutes * 60 + seconds
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", f"TimeLimit={elapsed_s // 60 + 2}"], check=True)
+
+
 @pytest.mark.slow
 def test_chain_of_two_jobs_resumes_then_averages_exports_evaluates(home, tmp_path):
-    """launch.py --jobs 2 --then average,export,eval: job 2 waits for job 1 (afterany) and resumes from its
-    checkpoint; then one job per step, each afterok on the one before, the last writing the evaluation JSON."""
+    """launch.py --jobs 2 --then average,export,eval: job 2 waits for job 1 (afterany); each job's time limit
+    ends mid-run (the test moves it), Slurm's SIGTERM makes it save and exit, and job 2 resumes from exactly
+    job 1's step; then one job per step, each afterok on the one before, the last writing the evaluation JSON."""
     logs = tmp_path / "results"
     result = launch_cli(
         "recipe=tiny_llama_pretrain", "executor=slurm", "executor.time=00:10:00", "executor.partition=debug",
-        "trainer.max_steps=8", "trainer.val_check_interval=8", "log.ckpt.every_n_train_steps=4",
+        "trainer.max_steps=2000", "trainer.val_check_interval=2000", "log.ckpt.every_n_train_steps=10",
         f"log.log_dir={logs}", "log.name=chain", "then.eval.limit=2", "then.eval.threads=1",
         "then.executor.time=00:05:00", "--jobs", "2", "--then", "average,export,eval:facts",
     )  # fmt: skip
@@ -115,31 +142,43 @@ def test_chain_of_two_jobs_resumes_then_averages_exports_evaluates(home, tmp_pat
         assert pending[after]["Dependency"] == f"afterok:{before}(unfulfilled)", (after, pending[after])
         assert pending[after]["NumNodes"] in ("1", "1-1") and pending[after]["NumTasks"] == "1"  # min-max while pending
         assert pending[after]["TimeLimit"] == "00:05:00"
-    states = wait_done(jobs, timeout_s=600)
     experiment = re.search(r"^experiment: (\S+)", result.stdout, re.M).group(1)
     exp_dir = home / "experiments" / "tiny_llama_pretrain" / experiment
-    log1, log2 = (job_log(exp_dir / f"tiny_llama_pretrain-{n}") for n in (1, 2))
-    assert states[first]["JobState"] == "COMPLETED", log1[-3000:]
+    job_dirs = [exp_dir / f"tiny_llama_pretrain-{n}" for n in (1, 2)]
+
+    # Neither job can reach its step target (1000, 2000) before its time limit, moved once it trains.
+    wait_for_step(job_dirs[0], first, 1)
+    end_time_limit_soon(first)
+    assert wait_done([first])[first]["JobState"] == "COMPLETED", job_log(job_dirs[0])[-3000:]
+    # Job 2 is still importing NeMo: the newest checkpoint is the one job 1 saved on SIGTERM.
+    checkpoints = logs / "chain" / "checkpoints"
+    saved = newest_last(checkpoints)
+    wait_for_step(job_dirs[1], second, 1)
+    end_time_limit_soon(second)
+    states = wait_done(jobs, timeout_s=600)
+    log1, log2 = (job_log(d) for d in job_dirs)
     assert states[second]["JobState"] == "COMPLETED", log2[-3000:]
     for before, after, step in zip(jobs[1:], then, THEN):
         assert states[after]["JobState"] == "COMPLETED", job_log(exp_dir / f"tiny_llama_pretrain-{step}")[-3000:]
         assert when(states[after]["StartTime"]) >= when(states[before]["EndTime"])
     assert when(states[second]["StartTime"]) >= when(states[first]["EndTime"])
 
-    steps1 = [int(s) for s in re.findall(r"global_step: (\d+)", log1)]
-    steps2 = [int(s) for s in re.findall(r"global_step: (\d+)", log2)]
-    samples1 = [float(s) for s in re.findall(r"consumed_samples: ([\d.]+)", log1)]
-    samples2 = [float(s) for s in re.findall(r"consumed_samples: ([\d.]+)", log2)]
-    assert steps1 == [0, 1, 2, 3], steps1  # stopped at the step target 4 = ceil(8 / 2)
-    assert steps2 == [4, 5, 6, 7], steps2  # continued, up to trainer.max_steps
-    assert samples2[0] == samples1[-1] + 8  # global batch 8: consumed samples continue
-    assert "Training from scratch" in log1
-    assert "Training from scratch" not in log2
-    assert re.search(r"[Rr]estor|[Rr]esum", log2) and "step=3" in log2  # the checkpoint job 1 left
+    steps1, steps2 = logged_steps(log1), logged_steps(log2)
+    for log, steps in ((log1, steps1), (log2, steps2)):
+        assert "Preemption detected, saving checkpoint and exiting" in log, log[-3000:]
+        assert steps[-1][0] < 1000, "stopped by the time limit's SIGTERM, before the step target"
+    assert "resume: no complete checkpoint" in log1
+    # Job 2 resumes from exactly the checkpoint job 1 saved (at the step it was in when SIGTERM came, logged
+    # or not yet): global step and consumed samples continue from it.
+    step, samples = (int(float(n)) for n in re.match(r"step=(\d+)-consumed_samples=([\d.]+)-last", saved.name).groups())
+    assert step >= steps1[-1][0]
+    assert f"resume: from {saved} (global step {step})" in log2, log2[:3000]
+    assert steps2[0] == (step + 1, samples + 8)  # global batch 8
 
-    # average: the run's last 2 checkpoints (steps 3 and 7); export: that average; eval: the export.
+    # average: the run's last 2 checkpoints (the newest the one job 2 saved on SIGTERM); export: that
+    # average; eval: the export.
     run_dir = logs / "chain"
-    assert "[average] loading 2/2: step=7" in job_log(exp_dir / "tiny_llama_pretrain-average")
+    assert f"[average] loading 2/2: {newest_last(checkpoints).name}" in job_log(exp_dir / "tiny_llama_pretrain-average")
     assert f"checkpoint {run_dir / 'averaged'}" in job_log(exp_dir / "tiny_llama_pretrain-export")
     record = json.loads((run_dir / "eval.json").read_text())
     assert Path(record["checkpoint"]) == run_dir / "hf"
@@ -303,6 +342,9 @@ def test_cluster_preset_file_with_command_line_override(session_api, home, tmp_p
     prepared.then = chain.plan(request, prepared)
     training, export, evaluation = session_api.dryrun(prepared).split("# ---- sbatch script of ")[1:]
     assert "#SBATCH --gpus-per-node=8" in training and "#SBATCH --time=04:00:00" in training
+    # SIGTERM 2 minutes ahead of the limit for training's checkpoint (runtime/SLURM.md); the jobs after it none.
+    assert "#SBATCH --signal=TERM@120" in training
+    assert "--signal" not in export and "--signal" not in evaluation
     for script in (export, evaluation):
         for line in ["#SBATCH --nodes=1", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=1",
                      "#SBATCH --time=00:30:00", "#SBATCH --partition=short", "#SBATCH --account=llm_team"]:

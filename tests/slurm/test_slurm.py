@@ -28,19 +28,6 @@ OTHER_SECRET = "planted-api-key-0815"
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    result = subprocess.run([str(CLUSTER), "up"], capture_output=True, text=True, timeout=600)
-    if result.returncode != 0:
-        if shutil.which("slurmctld") is None:
-            pytest.skip(f"Slurm could not be installed here (cluster.sh up: {result.stderr.strip()[-300:]})")
-        pytest.fail(f"cluster.sh up failed:\n{result.stdout}\n{result.stderr}")
-    match = re.search(r"export SLURM_CONF=(\S+)", result.stdout)
-    assert match, result.stdout
-    os.environ["SLURM_CONF"] = match.group(1)
-    return match.group(1)
-
-
-@pytest.fixture(scope="module")
 def home(tmp_path_factory, cluster):
     """nemo_run's experiment store for this module, secrets planted in the submitter's environment."""
     home = tmp_path_factory.mktemp("nemorun")

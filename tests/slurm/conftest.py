@@ -2,7 +2,6 @@
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,11 +12,11 @@ CLUSTER = Path(__file__).resolve().parent / "cluster.sh"
 
 @pytest.fixture(scope="module")
 def cluster():
+    """`cluster.sh up` (installs slurm-wlm if missing): a machine where it cannot come up fails the tests that
+    submit jobs, with cluster.sh's output; there is no skip, which would let `make test` pass without Slurm."""
     result = subprocess.run([str(CLUSTER), "up"], capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
-        if shutil.which("slurmctld") is None:
-            pytest.skip(f"Slurm could not be installed here (cluster.sh up: {result.stderr.strip()[-300:]})")
-        pytest.fail(f"cluster.sh up failed:\n{result.stdout}\n{result.stderr}")
+        pytest.fail(f"cluster.sh up exited {result.returncode}:\n{result.stdout}\n{result.stderr}", pytrace=False)
     match = re.search(r"export SLURM_CONF=(\S+)", result.stdout)
     assert match, result.stdout
     os.environ["SLURM_CONF"] = match.group(1)

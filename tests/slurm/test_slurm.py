@@ -10,7 +10,6 @@ NeMo or transformers once more.
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -22,13 +21,12 @@ import pytest
 from launching import child_environment
 
 REPO = Path(__file__).resolve().parents[2]
-CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 SECRET = "hf_PLANTED_s3cret_value_4711"
 OTHER_SECRET = "planted-api-key-0815"
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory, cluster):
+def home(tmp_path_factory):
     """nemo_run's experiment store for this module, secrets planted in the submitter's environment."""
     home = tmp_path_factory.mktemp("nemorun")
     saved = {k: os.environ.get(k) for k in ("NEMORUN_HOME", "HF_TOKEN", "MY_API_KEY")}
@@ -82,7 +80,7 @@ THEN = ("average", "export", "eval")
 
 
 @pytest.mark.slow
-def test_chain_of_two_jobs_resumes_then_averages_exports_evaluates(home, tmp_path):
+def test_chain_of_two_jobs_resumes_then_averages_exports_evaluates(cluster, home, tmp_path):
     """launch.py --jobs 2 --then average,export,eval: job 2 waits for job 1 (afterany) and resumes from its
     checkpoint; then one job per step, each afterok on the one before, the last writing the evaluation JSON."""
     logs = tmp_path / "results"
@@ -172,7 +170,7 @@ BROKEN = [
 
 
 @pytest.mark.slow
-def test_failed_job_afterany_runs_next_afterok_cancels_it(session_api, home, capsys):
+def test_failed_job_afterany_runs_next_afterok_cancels_it(cluster, session_api, home, capsys):
     exp_any, (a1, a2) = submit(session_api, BROKEN, capsys=capsys)
     exp_ok, (b1, b2) = submit(session_api, [*BROKEN, "executor.dependency_type=afterok"], capsys=capsys)
     states = wait_done([a1, a2, b1, b2], timeout_s=120)
@@ -216,9 +214,14 @@ def test_secrets_in_executor_env_vars_are_refused(session_api):
         session_api.prepare("tiny_llama_pretrain", ["executor.partition=debug"])
 
 
-def test_gpu_sbatch_scripts_rendered_not_run(session_api, home):
-    """Two 8-GPU nodes in a pyxis container, a chain of 2: the scripts are printed, nothing is submitted."""
-    before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
+def test_gpu_sbatch_scripts_rendered_not_run(session_api, home, tmp_path):
+    """Two 8-GPU nodes in a pyxis container, a chain of 2: the scripts are printed, nothing is submitted.
+    Needs no cluster: an `sbatch` first on PATH records any call, so a submission cannot go unseen."""
+    tripwire = tmp_path / "bin" / "sbatch"
+    tripwire.parent.mkdir()
+    tripwire.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'sbatch-called'}\nexit 1\n")
+    tripwire.chmod(0o755)
+    os.environ["PATH"] = f"{tripwire.parent}{os.pathsep}{os.environ['PATH']}"  # restored after the test
     prepared = session_api.prepare(
         "llama31_8b_pretrain",
         [
@@ -264,7 +267,7 @@ def test_gpu_sbatch_scripts_rendered_not_run(session_api, home):
         assert "export PATH=" not in script  # the container's python, not this venv
     assert "--dependency" not in first
     assert "#SBATCH --dependency='afterany:<job id of llama31_8b_pretrain-1>'" in second
-    assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout == before
+    assert not (tmp_path / "sbatch-called").exists(), (tmp_path / "sbatch-called").read_text()
 
 
 def test_cluster_preset_file_with_command_line_override(session_api, home, tmp_path):

@@ -23,6 +23,7 @@ import pytest
 from data import prepare_pretraining
 from data.core.errors import DataError
 from data.prepare_pretraining import main, prepare
+from local_tokenizers import write_llama3_style_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 TOKENIZER = str(REPO / "models" / "tokenizers" / "tiny")
@@ -99,6 +100,26 @@ def test_without_append_eod_documents_are_bare_tokens(tmp_path, hf_tokenizer, in
     assert result.prefix.endswith("bare_body_document")
     dataset = indexed_dataset(result.prefix)
     assert [dataset[i].tolist() for i in range(3)] == [hf_tokenizer(t).input_ids for t in texts]
+
+
+@pytest.mark.parametrize("vocabulary", [65_499, 65_500, 128_256])
+def test_bin_dtype_is_int32_from_65500_tokens_and_holds_ids_beyond_uint16(tmp_path, indexed_dataset, vocabulary):
+    """Llama-3-style tokenizers of each size (tests/local_tokenizers.py); the last has Llama 3's real ids."""
+    from megatron.core.datasets.indexed_dataset import DType
+    from transformers import AutoTokenizer
+
+    folder = write_llama3_style_tokenizer(tmp_path / "tokenizer", first_special_id=vocabulary - 256)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert len(tokenizer) == vocabulary
+    text = "<|start_header_id|>user<|end_header_id|>Hi<|eot_id|>"
+    corpus = prepare(str(write_jsonl(tmp_path / "in.jsonl", [{"text": text}])), str(folder), str(tmp_path / "c"), workers=1)
+
+    dataset = indexed_dataset(corpus.prefix)
+    expected = np.uint16 if vocabulary < 65_500 else np.int32
+    assert dataset.index.dtype == expected == DType.optimal_dtype(vocabulary)  # megatron-core's own rule
+    assert dataset[0].tolist() == tokenizer(text).input_ids + [tokenizer.eos_token_id]
+    first = vocabulary - 256  # <|begin_of_text|>: 128000 in the real-sized one
+    assert dataset[0].tolist()[:2] == [first, first + 6]
 
 
 def test_byte_identical_to_megatron_lm_preprocess_data(tmp_path):

@@ -135,12 +135,23 @@ def test_exactly_one_recipe(capsys, argv):
     assert code == 2 and "name exactly one recipe" in err
 
 
-def test_one_epoch_is_computed_from_the_data(nemo, capsys):
+def test_one_epoch_is_the_samples_nemos_gpt_dataset_yields_for_the_training_split(nemo, capsys):
+    """The training split's samples as the run's own data module builds them (real tokenizer, NeMo's
+    PreTrainingDataModule, megatron-core's GPTDataset for one epoch): megatron splits the corpus by documents
+    (95% of its 287) and cuts sequences of 129 tokens, which a tokens x 95% / 128 estimate gets wrong (838)."""
+    import fiddle as fdl
+    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+
+    from launcher import session
+
+    module = fdl.build(session.prepare("tiny_llama_pretrain", []).config.data)
+    train, _, _ = BlendedMegatronDatasetBuilder(module.dataset_cls, [None, None, None], lambda: True,
+                                                module.gpt_dataset_config).build()
+    assert len(train) == 842
     code, out, _ = run_cli(capsys, "recipe=tiny_llama_pretrain", "trainer.max_steps=-1", "--dryrun")
     assert code == 0
-    # 112998 tokens, 95% for training, sequences of 128, global batch 8
-    assert "trainer.max_steps=105 (one epoch: 838 samples / global batch 8)" in out
-    assert "max_steps: 105" in out
+    assert f"trainer.max_steps=106 (one epoch: {len(train)} samples / global batch 8)" in out
+    assert "max_steps: 106" in out
 
 
 def test_one_epoch_is_counted_at_launch_and_a_dry_run_needs_no_data(nemo, capsys):

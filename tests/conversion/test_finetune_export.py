@@ -153,6 +153,18 @@ def test_lora_merge_is_base_plus_scaled_low_rank_update(smollm2_nemo, lora_run, 
     assert worst < 1e-6
 
 
+def test_lora_adapter_checkpoints_are_refused_by_export_and_averaging(lora_run, tmp_path):
+    from conversion.errors import ConversionError
+    from training.checkpoint_averaging import average_run
+
+    adapter = checkpoint_at(lora_run, 9)
+    with pytest.raises(ConversionError, match=r"holds LoRA adapter weights only: merge them first \(python -m conversion.merge_lora\)"):
+        export_nemo(adapter, tmp_path / "hf")
+    with pytest.raises(ConversionError, match=r"holds LoRA adapter checkpoints: merge them \(conversion.merge_lora\) before averaging"):
+        average_run(lora_run, last=2, out_dir=tmp_path / "averaged")
+    assert sorted(tmp_path.iterdir()) == []
+
+
 def test_merged_lora_exports_and_generates(merged, tmp_path):
     hf_dir = timed("nemo_to_hf (merged lora)", lambda: export_nemo(merged, tmp_path / "lora-hf"))
     assert json.loads((hf_dir / "config.json").read_text()).get("torch_dtype") in ("float32", None)

@@ -415,3 +415,16 @@ def test_chat_data_module_installs_template(tmp_path):
     datamodule = sft.chat_data_module("chatml", **kwargs)
     assert isinstance(datamodule, ChatDataModule) and datamodule.use_hf_tokenizer_chat_template
     assert tokenizer.tokenizer.chat_template == chat_templates.template_to_jinja(chat_templates.load_template("chatml"))
+
+
+def test_shipped_examples_are_what_their_generator_writes(tmp_path):
+    """data/sft_examples/*.jsonl and chat_sft/ (data/README.md, "Shipped examples") regenerate byte for byte."""
+    from data.sft_examples import generate
+
+    generate.main(["--output-dir", str(tmp_path)])
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.jsonl"))
+    assert [str(p) for p in written] == ["chat.jsonl", "chat_heldout.jsonl", "chat_sft/training.jsonl",
+                                         "chat_sft/validation.jsonl", "preference_pairs.jsonl", "prompt_response.jsonl"]
+    for relative in written:
+        shipped = REPO / "data" / "sft_examples" / relative
+        assert (tmp_path / relative).read_bytes() == shipped.read_bytes(), f"{shipped} is stale: python -m data.sft_examples.generate"

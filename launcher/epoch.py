@@ -3,6 +3,7 @@ computed at launch from the prepared data's size, so it tracks whatever `data.*`
 
 import copy
 import math
+import tempfile
 from pathlib import Path
 
 import fiddle as fdl
@@ -31,9 +32,11 @@ def _pretraining_samples(data) -> int:
     counting.tokenizer = _TokenizerNotRead()
     module = fdl.build(counting)
     dataset_config = module.gpt_dataset_config
-    dataset_config.path_to_cache = None  # one epoch's index is not the run's: keep it out of the index cache
-    train, _, _ = BlendedMegatronDatasetBuilder(module.dataset_cls, [None, None, None], lambda: True, dataset_config).build()
-    return len(train)
+    # One epoch's index is not the run's: written to a scratch folder (without one, megatron writes it beside the data).
+    with tempfile.TemporaryDirectory(prefix="one-epoch-index-") as scratch:
+        dataset_config.path_to_cache = scratch
+        train, _, _ = BlendedMegatronDatasetBuilder(module.dataset_cls, [None, None, None], lambda: True, dataset_config).build()
+        return len(train)
 
 
 def _finetuning_samples(data) -> int:

@@ -149,7 +149,7 @@ def test_one_epoch_is_the_samples_nemos_gpt_dataset_yields_for_the_training_spli
 
     from launcher import session
 
-    module = fdl.build(session.prepare("tiny_llama_pretrain", []).config.data)
+    module = fdl.build(session.prepare("tiny_llama_pretrain", []).config.data)  # index cache: ./results (a tmp dir)
     train, _, _ = BlendedMegatronDatasetBuilder(module.dataset_cls, [None, None, None], lambda: True,
                                                 module.gpt_dataset_config).build()
     assert len(train) == 842

@@ -1,15 +1,8 @@
 """data.prepare_pretraining: JSONL -> megatron .bin/.idx, checked with the real tokenizer and readers.
 
-The golden pair under tests/data/golden/ was written by Megatron-LM's own script (tag core_v0.15.3,
-commit 309ffca6a40553362d44fd17efc56b772fa1aa44, matching the pinned megatron-core) from the repo root:
-
-    PYTHONPATH=$MEGATRON_LM python $MEGATRON_LM/tools/preprocess_data.py \\
-        --input tests/data/golden/pretraining_sample.jsonl \\
-        --output-prefix tests/data/golden/pretraining_sample \\
-        --tokenizer-type HuggingFaceTokenizer --tokenizer-model models/tokenizers/tiny \\
-        --workers 1 --append-eod
-
-The sample holds an empty document, non-ASCII text and special-token strings on purpose.
+The golden pair under tests/data/golden/ was written by Megatron-LM's own tools/preprocess_data.py at tag
+core_v0.15.3 (matching the pinned megatron-core): tests/data/golden/regenerate.sh writes it again from a
+Megatron-LM checkout and checks it against the checksums it states, which a test here checks too.
 """
 
 import json
@@ -127,6 +120,22 @@ def test_byte_identical_to_megatron_lm_preprocess_data(tmp_path):
 
     ours = output_bytes(str(tmp_path / "pretraining_sample_text_document"))
     assert ours == output_bytes(str(GOLDEN / "pretraining_sample_text_document"))
+
+
+def test_golden_files_are_the_ones_the_regeneration_script_states():
+    """tests/data/golden/regenerate.sh names Megatron-LM's tag and commit and the sha256 of every input and output."""
+    import hashlib
+
+    script = (GOLDEN / "regenerate.sh").read_text()
+    from importlib.metadata import version
+
+    assert f"MEGATRON_LM_TAG=core_v{version('megatron-core')}\n" in script  # the tag of the pinned megatron-core
+    assert "--tokenizer-model models/tokenizers/tiny" in script
+    stated = dict((path, digest) for digest, path in re.findall(r"^([0-9a-f]{64})  (\S+)$", script, re.M))
+    assert {p for p in stated if p.startswith("tests/data/golden/")} == {
+        f"tests/data/golden/{p.name}" for p in GOLDEN.iterdir() if p.name != "regenerate.sh"}
+    for path, digest in stated.items():
+        assert hashlib.sha256((REPO / path).read_bytes()).hexdigest() == digest, f"{path} differs from regenerate.sh"
 
 
 def test_worker_count_and_rerun_do_not_change_bytes(tmp_path, small_chunks):

@@ -3,7 +3,6 @@ computed at launch from the prepared data's size, so it tracks whatever `data.*`
 
 import copy
 import math
-import tempfile
 from pathlib import Path
 
 import fiddle as fdl
@@ -31,12 +30,16 @@ def _pretraining_samples(data) -> int:
     counting = copy.deepcopy(data)
     counting.tokenizer = _TokenizerNotRead()
     module = fdl.build(counting)
+    blend = module.build_kwargs.get("blend")
+    if blend and blend[1] is not None:  # megatron-core refuses an unsized blend with weights, in an assert
+        raise UserError(f"trainer.max_steps=-1 (one epoch) is not defined for a weighted blend (data.paths="
+                        f"{list(data.paths)}): megatron draws from each corpus by its weight; set trainer.max_steps")
     dataset_config = module.gpt_dataset_config
-    # One epoch's index is not the run's: written to a scratch folder (without one, megatron writes it beside the data).
-    with tempfile.TemporaryDirectory(prefix="one-epoch-index-") as scratch:
-        dataset_config.path_to_cache = scratch
-        train, _, _ = BlendedMegatronDatasetBuilder(module.dataset_cls, [None, None, None], lambda: True, dataset_config).build()
-        return len(train)
+    # One epoch's index is not the run's: built in memory only. An empty cache path means that to megatron-core
+    # (None would write it beside the data; a folder would need a process group for a blend).
+    dataset_config.path_to_cache = ""
+    train, _, _ = BlendedMegatronDatasetBuilder(module.dataset_cls, [None, None, None], lambda: True, dataset_config).build()
+    return len(train)
 
 
 def _finetuning_samples(data) -> int:

@@ -120,7 +120,11 @@ def test_chain_of_two_jobs_resumes_then_averages_exports_evaluates(cluster, home
     assert samples2[0] == samples1[-1] + 8  # global batch 8: consumed samples continue
     assert "Training from scratch" in log1
     assert "Training from scratch" not in log2
-    assert re.search(r"[Rr]estor|[Rr]esum", log2) and "step=3" in log2  # the checkpoint job 1 left
+    # Job 2 restored exactly the checkpoint job 1 left at its last step (3: 4 steps x 8 samples), from this run.
+    restored = re.findall(r"Restoring states from the checkpoint path at (\S+)", log2)
+    assert len(restored) == 1, log2[-3000:]
+    assert Path(restored[0]).parent == logs / "chain" / "checkpoints", restored
+    assert re.fullmatch(r".*--step=3-consumed_samples=32\.0(-last)?", Path(restored[0]).name), restored
 
     # average: the run's last 2 checkpoints (steps 3 and 7); export: that average; eval: the export.
     run_dir = logs / "chain"
@@ -183,6 +187,13 @@ def test_failed_job_afterany_runs_next_afterok_cancels_it(cluster, session_api, 
     assert states[b2]["JobState"] == "CANCELLED" and states[b2]["Reason"] == "DependencyNeverSatisfied"
 
     exp_dir = home / "experiments" / "tiny_llama_pretrain" / exp_any
+    # Slurm clears a job's Dependency once it is met, so the exact dependency is read from what was submitted.
+    for experiment, (before, after), kind in ((exp_any, (a1, a2), "afterany"), (exp_ok, (b1, b2), "afterok")):
+        scripts = home / "experiments" / "tiny_llama_pretrain" / experiment
+        first_script, second_script = (next(scripts.rglob(f"tiny_llama_pretrain-{n}_sbatch.sh"), None) for n in (1, 2))
+        assert first_script and second_script, sorted(p.name for p in scripts.rglob("*"))
+        assert "--dependency" not in first_script.read_text()
+        assert f"#SBATCH --dependency={kind}:{before}\n" in second_script.read_text()
     batch_out = next((exp_dir / "tiny_llama_pretrain-1").glob("sbatch_*.out")).read_text()
     assert f"hf-token-length={len(SECRET)}" in batch_out  # passed through the environment
     for path in exp_dir.rglob("*"):
@@ -305,3 +316,27 @@ def test_cluster_preset_file_with_command_line_override(session_api, home, tmp_p
     bad.write_text("partition: batch\n")
     with pytest.raises(UserError, match="must be a mapping with `executor: local | slurm`"):
         session_api.prepare("tiny_llama_pretrain", [f"executor={bad}"])
+
+
+def test_python_chain_of_different_steps_renders_each_step_after_the_one_before(session_api):
+    """runtime/SLURM.md, "Chains of different steps from Python": train, then an export on a smaller allocation,
+    afterok, both held back by an earlier job id; rendered as submit would write them (needs no cluster)."""
+    import nemo_run as run
+
+    from conversion.nemo_to_hf import export_nemo
+    from runtime import slurm
+
+    train = session_api.prepare("tiny_llama_pretrain", ["executor=slurm", "executor.partition=debug"])
+    executor = slurm.build(train.executor_config)
+    export_executor = executor.clone()
+    export_executor.time = "00:20:00"
+    export_executor.dependency_type = "afterok"
+    steps = [
+        ("train", session_api.task(train), None),
+        ("export", run.Partial(export_nemo, "results/tiny_llama_pretrain/checkpoints", "results/hf"), export_executor),
+    ]
+    (train_name, train_script), (export_name, export_script) = slurm.render("tiny_llama_train_export", executor, steps, ["4711"])
+    assert (train_name, export_name) == ("train", "export")
+    assert "#SBATCH --dependency=afterany:4711\n" in train_script and "#SBATCH --partition=debug" in train_script
+    assert "#SBATCH --dependency='afterok:<job id of train>'" in export_script
+    assert "#SBATCH --time=00:20:00" in export_script and "#SBATCH --time=00:20:00" not in train_script

@@ -102,6 +102,30 @@ def test_tiny_lora_trains_only_adapters_and_learns(tmp_path):
     assert "Adding lora to" in output
     losses = [loss for _, loss, _ in training_steps(output)]
     assert len(losses) == 12 and losses[-1] < losses[0], losses
+    # The checkpoint NeMo's PEFT writes holds what was trained, with its Adam state: exactly the A and B matrices of
+    # the four adapted projections in both layers, no base weight. The optimizer updates nothing else.
+    last = next((tmp_path / "results" / "tiny_llama_lora" / "checkpoints").glob("*-last"))
+    tensors = checkpoint_tensors(last)
+    adapters = {f"module.decoder.layers.{layer}.adapter.linear_{side}.weight"
+                for layer in ("self_attention.linear_qkv", "self_attention.linear_proj", "mlp.linear_fc1", "mlp.linear_fc2")
+                for side in ("in", "out")}
+    assert {name for name in tensors if not name.startswith("optimizer.")} == adapters
+    assert {name.split(".", 3)[3] for name in tensors if name.startswith("optimizer.")} == adapters
+    assert {name.split(".")[2] for name in tensors if name.startswith("optimizer.")} == {"exp_avg", "exp_avg_sq"}
+    for name in adapters:
+        assert tensors[name].shape[0] == 2 and tensors[name].abs().max() > 0, name  # 2 layers; B left zero init
+
+
+def checkpoint_tensors(checkpoint) -> dict:
+    """Every tensor a dist checkpoint holds (model and optimizer state), by name, read without building a model."""
+    from megatron.core import dist_checkpointing
+
+    from conversion._cpu import cuda_queries_answered_by_cpu
+    from conversion.average import single_process_megatron
+
+    with single_process_megatron(), cuda_queries_answered_by_cpu():
+        loaded = dist_checkpointing.load_plain_tensors(str(checkpoint / "weights"))
+    return {name: value for name, value in loaded.items() if hasattr(value, "shape")}
 
 
 def test_tiny_sft_learns_multi_turn_chat_from_the_launcher(tmp_path):

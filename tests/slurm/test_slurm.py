@@ -124,7 +124,7 @@ def test_chain_of_two_jobs_resumes_then_averages_exports_evaluates(cluster, home
     restored = re.findall(r"Restoring states from the checkpoint path at (\S+)", log2)
     assert len(restored) == 1, log2[-3000:]
     assert Path(restored[0]).parent == logs / "chain" / "checkpoints", restored
-    assert re.fullmatch(r".*--step=3-consumed_samples=32\.0(-last)?", Path(restored[0]).name), restored
+    assert re.fullmatch(r"step=3-consumed_samples=32\.0(-last)?", Path(restored[0]).name), restored
 
     # average: the run's last 2 checkpoints (steps 3 and 7); export: that average; eval: the export.
     run_dir = logs / "chain"
@@ -185,15 +185,9 @@ def test_failed_job_afterany_runs_next_afterok_cancels_it(cluster, session_api, 
     # afterok: Slurm cancels the dependent job; it never starts.
     assert states[b1]["JobState"] == "FAILED"
     assert states[b2]["JobState"] == "CANCELLED" and states[b2]["Reason"] == "DependencyNeverSatisfied"
+    assert states[b2]["Dependency"] == f"afterok:{b1}(failed)"  # Slurm's record: exactly the chain's job before
 
     exp_dir = home / "experiments" / "tiny_llama_pretrain" / exp_any
-    # Slurm clears a job's Dependency once it is met, so the exact dependency is read from what was submitted.
-    for experiment, (before, after), kind in ((exp_any, (a1, a2), "afterany"), (exp_ok, (b1, b2), "afterok")):
-        scripts = home / "experiments" / "tiny_llama_pretrain" / experiment
-        first_script, second_script = (next(scripts.rglob(f"tiny_llama_pretrain-{n}_sbatch.sh"), None) for n in (1, 2))
-        assert first_script and second_script, sorted(p.name for p in scripts.rglob("*"))
-        assert "--dependency" not in first_script.read_text()
-        assert f"#SBATCH --dependency={kind}:{before}\n" in second_script.read_text()
     batch_out = next((exp_dir / "tiny_llama_pretrain-1").glob("sbatch_*.out")).read_text()
     assert f"hf-token-length={len(SECRET)}" in batch_out  # passed through the environment
     for path in exp_dir.rglob("*"):
@@ -206,6 +200,7 @@ def test_failed_job_afterany_runs_next_afterok_cancels_it(cluster, session_api, 
 
     assert slurm.resolve_after(a1) == [a1]
     assert slurm.resolve_after(exp_any) == [a1, a2]
+    assert slurm.resolve_after("tiny_llama_pretrain") == [b1, b2]  # an experiment title: its newest experiment
     with pytest.raises(UserError, match="Slurm does not know this job"):
         slurm.resolve_after("987654")
     with pytest.raises(UserError, match="neither a Slurm job id nor a nemo_run experiment"):

@@ -2,6 +2,10 @@
 restructured for time). None of these trains."""
 
 import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -41,3 +45,49 @@ def test_pairs_longer_than_seq_length_are_dropped_and_logged_never_truncated(shi
     assert kept_ids == fitting  # the fitting pairs whole, not cut ones
     expected = f"preference data: dropped {longer} of {len(records)} pairs longer than data.seq_length={seq_length}"
     assert [r.getMessage() for r in caplog.records if r.getMessage().startswith(expected)], caplog.text
+
+
+def dpo_run(log_dir: Path, *overrides: str) -> tuple[int, str]:
+    """A short tiny_llama_dpo run validating every 2 steps (16 held-out pairs), a checkpoint every 2 steps."""
+    from launching import REPO, child_environment
+
+    command = [sys.executable, "launch.py", "recipe=tiny_llama_dpo", "trainer.max_steps=4", f"log.log_dir={log_dir}",
+               "log.ckpt.every_n_train_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=1",
+               *overrides]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=400,
+                          env=child_environment(OMP_NUM_THREADS="2"))
+    return done.returncode, done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def validated_dpo_run(tmp_path_factory) -> Path:
+    log_dir = tmp_path_factory.mktemp("dpo")
+    code, output = dpo_run(log_dir)
+    assert code == 0, output[-4000:]
+    return log_dir
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="found here, not yet fixed: validation runs (its reference pre-pass is "
+                                       "logged) but no val_ metric reaches the logger")
+def test_dpo_logs_val_prefixed_preference_metrics(validated_dpo_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next(validated_dpo_run.rglob("events.out.tfevents.*"))))
+    events.Reload()
+    logged = set(events.Tags()["scalars"])
+    assert {"reward_margin", "reward_accuracy"} <= logged
+    assert {"val_reward_margin", "val_reward_accuracy", "val_reward_chosen", "val_reward_rejected"} <= logged, logged
+
+
+@pytest.mark.slow
+def test_dpo_refuses_to_resume_on_different_data(validated_dpo_run):
+    """Resumed on fewer pairs, the checkpoint's reference table no longer fits the data: exit 1, the fix named."""
+    from recipes.tiny_llama_preference import PAIRS
+
+    fewer = validated_dpo_run / "fewer_pairs.jsonl"
+    fewer.write_text("".join(Path(PAIRS).read_text().splitlines(keepends=True)[:100]))
+    code, output = dpo_run(validated_dpo_run, f"data.paths.0={fewer}", "trainer.max_steps=6")
+    assert code == 1, output[-4000:]
+    assert "the resumed checkpoint's reference log-probs cover 134 train pairs, the data now has 84" in output
+    assert "resume with the same data.paths / data.validation_pairs" in output

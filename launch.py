@@ -31,7 +31,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1, metavar="N", help="executor=slurm: a chain of N dependent jobs (afterany), each resuming from the last checkpoint")
     parser.add_argument("--after", metavar="ID", help="executor=slurm: start after this Slurm job id or nemo_run experiment id")
     parser.add_argument("--then", metavar="STEPS", help="after training, in order: average[:K],export,eval[:benchmark,...] (README.md, 'After training')")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # overrides may follow the options too
 
 
 def print_recipe_table() -> None:

@@ -13,13 +13,17 @@ What breaks without CUDA / Transformer Engine, and what we do about it:
   accumulation) are CUDA-only at run time. `fusions_off()` forces these flags to False on every
   TransformerConfig built inside it, in the object *and* in its `__io__` record, so checkpoints
   written there carry `apply_rope_fusion: false` etc. in their context and load again on CPU.
+  Mixture-of-experts configs (Qwen3MoEConfig) also default to TE-only kernels: fused token
+  permutation and grouped GEMM; both are switched off the same way (CUDA_ONLY_MOE_FUSIONS).
 
 * Without TE, GPTConfig.transformer_layer_spec (default_layer_spec) picks megatron's *local*
   spec, whose layer norms are separate modules (`decoder.layers.N.input_layernorm.weight`,
   `...pre_mlp_layernorm.weight`) instead of TE's fused `linear_qkv.layer_norm_weight` /
   `linear_fc1.layer_norm_weight`. Every NeMo HF importer/exporter maps the TE names only, so
   layer norms are silently skipped ("No matches found for source key") and stay on the meta
-  device. `local_spec_state_names()` renames the TE names in the mapping handed to
+  device. Experts without grouped GEMM are one module each (`experts.local_experts.<i>.linear_fc1`)
+  where Qwen3-MoE's mapping addresses grouped-GEMM names (`experts.linear_fc1.weight<i>`).
+  `local_spec_state_names()` renames the TE names in the mapping handed to
   nemo.lightning.io.apply_transforms, using megatron's own table
   (get_gpt_layer_local_spec().submodules.sharded_state_dict_keys_map). On disk nothing changes:
   the local spec saves dist checkpoints under the TE names, so files stay TE-compatible.
@@ -44,7 +48,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-from common.transformer_engine import CUDA_ONLY_FUSIONS
+from common.transformer_engine import CUDA_ONLY_FUSIONS, CUDA_ONLY_MOE_FUSIONS
 
 
 
@@ -56,7 +60,7 @@ def cuda_available() -> bool:
 
 def _switch_off_fusions(config) -> None:
     io_record = getattr(config, "__io__", None)
-    for flag, value in CUDA_ONLY_FUSIONS.items():
+    for flag, value in {**CUDA_ONLY_FUSIONS, **CUDA_ONLY_MOE_FUSIONS}.items():
         if hasattr(config, flag):
             setattr(config, flag, value)
             if io_record is not None:
@@ -85,11 +89,19 @@ def fusions_off() -> Iterator[None]:
         TransformerConfig.__post_init__ = original_post_init
 
 
+# Experts: NeMo's Qwen3-MoE mappings address grouped-GEMM experts (one module, `weight<i>` per expert); without
+# Transformer Engine grouped GEMM is off and megatron builds a SequentialMLP, one module per local expert.
+GROUPED_TO_SEQUENTIAL_EXPERTS = {
+    "mlp.experts.linear_fc1.weight*": "mlp.experts.local_experts.*.linear_fc1.weight",
+    "mlp.experts.linear_fc2.weight*": "mlp.experts.local_experts.*.linear_fc2.weight",
+}
+
+
 def _te_to_local_spec_renames() -> dict[str, str]:
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 
     local_to_te = get_gpt_layer_local_spec().submodules.sharded_state_dict_keys_map
-    return {te: local for local, te in local_to_te.items()}
+    return {**{te: local for local, te in local_to_te.items()}, **GROUPED_TO_SEQUENTIAL_EXPERTS}
 
 
 def _rename_keys(key, renames: dict[str, str]):

@@ -9,6 +9,7 @@ Usage: conversion/README.md.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import tempfile
@@ -20,13 +21,24 @@ from conversion.errors import ConversionError, ConversionFailed
 from models import catalog
 from runtime import checkpoints
 
+# config.json's `architectures` -> the model family, whose NeMo model class's registered "hf" importer and
+# exporter do the conversion (Qwen3 dense and MoE share one NeMo model; the importer reads which from the config).
 ARCHITECTURE_FAMILIES = {
     "LlamaForCausalLM": "llama",
     "MistralForCausalLM": "mistral",
+    "MixtralForCausalLM": "mixtral",
     "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3",
+    "Qwen3MoeForCausalLM": "qwen3",
 }
 # Model classes in nemo.collections.llm whose registered "hf" importer/exporter we use.
-FAMILY_MODEL_CLASSES = {"llama": "LlamaModel", "mistral": "MistralModel", "qwen2": "Qwen2Model"}
+FAMILY_MODEL_CLASSES = {
+    "llama": "LlamaModel",
+    "mistral": "MistralModel",
+    "mixtral": "MixtralModel",
+    "qwen2": "Qwen2Model",
+    "qwen3": "Qwen3Model",
+}
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 TORCH_INDEX = "pytorch_model.bin.index.json"
 
@@ -109,8 +121,25 @@ def refuse_features_nemo_would_drop(config: dict, family: str) -> None:
         for bias in ("attention_bias", "mlp_bias"):
             if config.get(bias):
                 problems.append(f"{bias}=true (Llama mapping has no biases)")
+    if family == "qwen3":
+        problems += qwen3_features_nemo_would_drop(config)
+    if family in ("mixtral", "qwen3") and config.get("sliding_window") and config.get("use_sliding_window", True):
+        problems.append(f"sliding_window={config['sliding_window']} (NeMo's {family} mapping attends to the whole sequence)")
     if problems:
         raise ConversionError("cannot import faithfully: " + "; ".join(problems))
+
+
+def qwen3_features_nemo_would_drop(config: dict) -> list[str]:
+    """NeMo's Qwen3 MoE layer renormalises the top-k router weights and puts experts in every layer."""
+    if not config.get("num_experts"):
+        return []
+    problems = []
+    if not config.get("norm_topk_prob", False):
+        problems.append("norm_topk_prob=false (NeMo's router renormalises the top-k weights: true)")
+    if config.get("decoder_sparse_step", 1) != 1 or config.get("mlp_only_layers"):
+        problems.append(f"decoder_sparse_step={config.get('decoder_sparse_step')}, mlp_only_layers="
+                        f"{config.get('mlp_only_layers')} (NeMo's mapping has experts in every layer: 1, [])")
+    return problems
 
 
 def refuse_shape_mismatches(hf_dir: Path, shards: list[Path]) -> None:
@@ -149,6 +178,16 @@ HF_ARCHITECTURE_KEYS = {
 }
 
 
+def expert_mismatches(config: dict, expected: dict, model_name: str) -> list[str]:
+    """A mixture-of-experts row also fixes its expert count (HF: num_local_experts in Mixtral, num_experts in
+    Qwen3-MoE) and router top-k (num_experts_per_tok)."""
+    if not expected.get("num_moe_experts"):
+        return []
+    experts = config.get("num_local_experts") or config.get("num_experts")
+    found = {"experts": (experts, expected["num_moe_experts"]), "num_experts_per_tok": (config.get("num_experts_per_tok"), expected["moe_router_topk"])}
+    return [f"{key} {got} (the catalog's {model_name} has {want})" for key, (got, want) in found.items() if got != want]
+
+
 def importable_models() -> list[str]:
     return sorted(name for name, spec in catalog.MODELS.items() if spec.checkpoint)
 
@@ -168,6 +207,7 @@ def refuse_architecture_mismatch(config: dict, family: str, model_name: str) -> 
     found["num_key_value_heads"] = found["num_key_value_heads"] or found["num_attention_heads"]
     problems = [f"{key} {found[key]} (the catalog's {model_name} has {expected[field]})"
                 for key, field in HF_ARCHITECTURE_KEYS.items() if found[key] != expected[field]]
+    problems += expert_mismatches(config, expected, model_name)
     if FAMILY_MODEL_CLASSES[family] != expected["model"]:
         problems.append(f"family {family} (the catalog's {model_name} is a {expected['model']})")
     if problems:
@@ -218,13 +258,42 @@ def importer_for(family: str, hf_dir: Path, tokenizer_scratch: Path):
     ours get a private directory (same basename, so the checkpoint's context/ looks the same).
     """
     registered = type(nemo_model_class(family).importer(f"hf://{hf_dir}"))
+    carried_over = FIELDS_NEMO_IMPORTERS_DROP.get(family, lambda config: {})(read_hf_config(hf_dir))
 
     class PrivateTokenizerImporter(registered):
         def save_hf_tokenizer_assets(self, tokenizer_name_or_path, save_path=None):
             return super().save_hf_tokenizer_assets(tokenizer_name_or_path, str(tokenizer_scratch))
 
+        @functools.cached_property
+        def config(self):
+            return with_fields(super().config, carried_over)
+
     PrivateTokenizerImporter.__name__ = registered.__name__
     return PrivateTokenizerImporter(str(hf_dir))
+
+
+def qwen3_fields(config: dict) -> dict:
+    """NeMo 2.7.3's Qwen3 importer keeps its class defaults for these (head size 128; for MoE 128 experts, top 8,
+    as Qwen3-30B-A3B and 235B-A22B have), where the HF config says otherwise; its exporter writes them back."""
+    fields = {"kv_channels": config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]}
+    if config.get("num_experts"):
+        fields.update(num_moe_experts=config["num_experts"], moe_router_topk=config["num_experts_per_tok"],
+                      moe_aux_loss_coeff=config.get("router_aux_loss_coef", 1e-3))
+    return fields
+
+
+# family -> the NeMo config fields its importer leaves at class defaults, read from config.json.
+FIELDS_NEMO_IMPORTERS_DROP = {"qwen3": qwen3_fields}
+
+
+def with_fields(config, fields: dict):
+    """`config` with `fields` set, in the object and in the record NeMo writes into the checkpoint's context."""
+    io_record = getattr(config, "__io__", None)
+    for name, value in fields.items():
+        setattr(config, name, value)
+        if io_record is not None:
+            setattr(io_record, name, value)
+    return config
 
 
 def require_complete_checkpoint(ckpt_dir: Path) -> None:

@@ -1,7 +1,7 @@
 """Export a NeMo 2 checkpoint (imported model or training-run checkpoint) to a Hugging Face folder.
 
 Uses NeMo's registered "hf" exporter (llm.export_ckpt -> HFLlamaExporter / HFMistralExporter /
-HFQwen2Exporter). The result has safetensors weights, config.json, generation_config.json and
+HFMixtralExporter / HFQwen2Exporter / HFQwen3Exporter). The result has safetensors weights, config.json, generation_config.json and
 tokenizer files with the chat template inside tokenizer_config.json. It is assembled in a hidden
 sibling directory and renamed into place only when complete.
 

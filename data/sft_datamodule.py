@@ -9,6 +9,7 @@ the same template) are read by NeMo's packed dataset unchanged.
 """
 
 
+import logging
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
@@ -33,16 +34,27 @@ class TemplatedChatDataset(GPTSFTChatDataset):
     def _process_example(self, example: dict) -> dict:
         # The launcher checked every record's form before training (data.sft_records.detect_form).
         sequence = self.training_format.sequence(example, self.tokenizer.tokenizer, self.template, str(self.file_path))
+        # Cut to length here rather than in NeMo's collate, which gives a sample whose answers all lie past
+        # max_seq_length a loss mask of all ones (it would train on the prompt); cut here, it adds no loss.
+        keep = self.max_seq_length + 1  # the collate drops one token for the shifted labels
+        input_ids, mask = sequence.input_ids[:keep], sequence.loss_mask[:keep]
+        if not any(mask[1:]):
+            self._warn_nothing_to_train()
         # NeMo's context/answer split: the answer is the last trained span onwards.
-        mask = sequence.loss_mask
-        context_end = len(mask) - mask[::-1].index(0) if 0 in mask else len(mask)
+        context_end = min(len(mask) - mask[::-1].index(0) if 0 in mask else len(mask), self.max_seq_length)
         return {
-            "input_ids": torch.LongTensor(sequence.input_ids),
+            "input_ids": torch.LongTensor(input_ids),
             "loss_mask": torch.BoolTensor(mask),
-            "context_ids": torch.LongTensor(sequence.input_ids[:context_end]),
-            "answer_ids": torch.LongTensor(sequence.input_ids[context_end:]),
+            "context_ids": torch.LongTensor(input_ids[:context_end]),
+            "answer_ids": torch.LongTensor(input_ids[context_end:]),
             "metadata": {},
         }
+
+    def _warn_nothing_to_train(self) -> None:
+        if not getattr(self, "_warned_nothing_to_train", False):
+            self._warned_nothing_to_train = True
+            logging.warning(f"{self.file_path}: a record has no answer tokens within the first {self.max_seq_length} "
+                            "tokens and adds no loss; raise data.seq_length (and model.config.seq_length) to train on it")
 
 
 class TemplatedSFTDataModule(FineTuningDataModule):

@@ -111,12 +111,22 @@ def _template_misfit(data) -> list[str]:
     return []
 
 
+def tokenizer_source(data) -> str | None:
+    """Where the data module's tokenizer comes from (a `nemo://` checkpoint, a folder or `hf://...`), when it
+    is the recipes' own tokenizer factory (runtime.checkpoints.tokenizer); None for any other tokenizer."""
+    from runtime import checkpoints
+
+    tokenizer = getattr(data, "tokenizer", None)
+    is_ours = isinstance(tokenizer, fdl.Buildable) and fdl.get_callable(tokenizer) is checkpoints.tokenizer
+    return tokenizer.source if is_ours else None
+
+
 def tokenizer_folder(data) -> str | None:
     """The local tokenizer folder the data module will load, or None where there is none here: a hub
     tokenizer (`hf://`), or weights not imported yet (the starting-weights check names that)."""
     from runtime import checkpoints
 
-    source = getattr(data.tokenizer, "source", None)
+    source = tokenizer_source(data)
     if source is None or str(source).startswith(checkpoints.HUB_SCHEME):
         return None
     try:

@@ -9,7 +9,7 @@ from common.errors import UserError
 from launcher import chain, data_files, epoch, executor_args, overrides, plans, resolve, starting_weights, validation
 from recipes import registry
 from recipes.blocks import ONE_EPOCH
-from runtime import entry, executors, machine, slurm
+from runtime import entry, executors, machine, resume, slurm
 
 
 @dataclass
@@ -135,6 +135,8 @@ def launch(prepared: Prepared) -> int:
     executors.check_can_run(prepared.config)
     data_files.require(prepared.config.data)
     starting_weights.require(prepared)
+    # The launched process decides again and says which checkpoint it resumes from; here only a refusal.
+    resume.decide(prepared.config.log, prepared.config.resume, starting_weights.expected_architecture(prepared.config))
     print(plans.require_fit(prepared))
     executor = executors.for_recipe(prepared.config)
     executors.launch(task(prepared), executor, prepared.name)

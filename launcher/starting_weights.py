@@ -6,6 +6,7 @@ from pathlib import Path
 
 import fiddle as fdl
 
+from launcher.data_files import tokenizer_source
 from models.catalog import MODELS
 from recipes import registry
 from runtime import checkpoints
@@ -36,7 +37,7 @@ def with_import_named(config, import_how: str):
     """A copy of `config` whose tokenizer, when it comes from the starting weights, carries their import
     command: a job that cannot see the weights builds its tokenizer before runtime.entry.train's check runs,
     and must fail with the same message as that check."""
-    source = _tokenizer_source(config)
+    source = tokenizer_source(config.data)
     if source is None or source != restore_path(config):
         return config
     config = copy.deepcopy(config)
@@ -45,19 +46,13 @@ def with_import_named(config, import_how: str):
     return config
 
 
-def _tokenizer_source(config) -> str | None:
-    tokenizer = getattr(config.data, "tokenizer", None)
-    is_ours = isinstance(tokenizer, fdl.Buildable) and fdl.get_callable(tokenizer) is checkpoints.tokenizer
-    return tokenizer.source if is_ours else None
-
-
 def require(prepared, only_where_visible: bool = False) -> None:
     """Refuses a missing, incomplete or mismatched restore checkpoint, then a missing tokenizer. With
     `only_where_visible` (a Slurm submission), a path this machine cannot see is left to the job's check."""
     path = restore_path(prepared.config)
     if path is not None and not (only_where_visible and not checkpoints.resolve(path).exists()):
         checkpoints.require_restorable(path, expected_architecture(prepared.config), import_how(prepared))
-    source = _tokenizer_source(prepared.config)
+    source = tokenizer_source(prepared.config.data)
     if source is not None and not (only_where_visible and not _visible(source)):
         checkpoints.tokenizer_folder(source)
 

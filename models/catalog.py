@@ -14,6 +14,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TOKENIZERS = REPO_ROOT / "models" / "tokenizers"
 
 _LLAMA = "nemo.collections.llm.gpt.model.llama"
+_QWEN3 = "nemo.collections.llm.gpt.model.qwen3"
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,32 @@ MODELS = {
                 num_query_groups=2,
                 seq_length=128,
                 **CUDA_ONLY_FUSIONS,  # the small CPU models run without Transformer Engine
+            ),
+        ),
+        ModelSpec(
+            name="tiny_moe",
+            description="2-layer Mixtral-style mixture of experts (hidden 64, 4 experts, top-2) for CPU runs and tests",
+            model_class="nemo.collections.llm.MixtralModel",
+            config_class="nemo.collections.llm.gpt.model.mixtral.MixtralConfig",
+            local_tokenizer=str(TOKENIZERS / "tiny"),
+            vocab_size=4096,  # the tiny tokenizer, as tiny_llama
+            config_overrides=dict(
+                num_layers=2,
+                hidden_size=64,
+                ffn_hidden_size=128,
+                num_attention_heads=4,
+                num_query_groups=2,
+                seq_length=128,
+                max_position_embeddings=128,
+                num_moe_experts=4,
+                moe_ffn_hidden_size=128,
+                moe_router_topk=2,
+                # Routing (dispatcher, aux loss, capacity) is set where it is tuned: recipes/tiny_moe.py.
+                # The small CPU models run without Transformer Engine: its fusions, MoE's included
+                # (common/transformer_engine.py's CUDA_ONLY_MOE_FUSIONS), are off.
+                moe_permute_fusion=False,
+                moe_grouped_gemm=False,
+                **CUDA_ONLY_FUSIONS,
             ),
         ),
         ModelSpec(
@@ -134,14 +161,46 @@ MODELS = {
             hf_id="Qwen/Qwen2.5-7B",
             vocab_size=152064,  # Qwen25Config7B.vocab_size (the tokenizer has 151,665)
         ),
+        ModelSpec(
+            name="qwen3_8b",
+            description="Qwen3 8B",
+            model_class="nemo.collections.llm.Qwen3Model",
+            config_class=f"{_QWEN3}.Qwen3Config8B",
+            hf_id="Qwen/Qwen3-8B",
+            vocab_size=151936,  # Qwen3Config.vocab_size and config.json's (the tokenizer has 151,669)
+        ),
+        ModelSpec(
+            name="qwen3_30b_a3b",
+            description="Qwen3 30B-A3B (mixture of experts: 128 experts, 8 active)",
+            model_class="nemo.collections.llm.Qwen3Model",
+            config_class=f"{_QWEN3}.Qwen3Config30B_A3B",
+            hf_id="Qwen/Qwen3-30B-A3B",
+            vocab_size=151936,  # Qwen3Config.vocab_size and config.json's
+        ),
+        ModelSpec(
+            name="mixtral_8x7b",
+            description="Mixtral 8x7B v0.1 (mixture of experts: 8 experts, 2 active)",
+            model_class="nemo.collections.llm.MixtralModel",
+            config_class="nemo.collections.llm.gpt.model.mixtral.MixtralConfig8x7B",
+            hf_id="mistralai/Mixtral-8x7B-v0.1",
+            vocab_size=32000,
+        ),
+        ModelSpec(
+            name="llama2_7b",
+            description="Llama 2 7B",
+            model_class="nemo.collections.llm.LlamaModel",
+            config_class=f"{_LLAMA}.Llama2Config7B",
+            hf_id="meta-llama/Llama-2-7b-hf",
+            vocab_size=32000,
+        ),
     ]
 }
 
 
-def architecture(model_name: str) -> dict:
-    """The row's model class name and numbers the recipes build it with (NeMo's config-class defaults, then
-    the row's overrides), read from the dataclass fields: constructing the config would validate fusion flags
-    against this machine's Transformer Engine, which is beside the point here."""
+def config_defaults(model_name: str) -> dict:
+    """The numbers the recipes build the row's model with: NeMo's config-class defaults, then the row's overrides,
+    read from the dataclass fields: constructing the config would validate fusion flags against this machine's
+    Transformer Engine, which is beside the point here."""
     import dataclasses
     import importlib
 
@@ -150,6 +209,27 @@ def architecture(model_name: str) -> dict:
     config_class = getattr(importlib.import_module(module), name)
     values = {f.name: f.default for f in dataclasses.fields(config_class) if f.default is not dataclasses.MISSING}
     values.update(spec.config_overrides)
+    return values
+
+
+def is_mixture_of_experts(model_name: str) -> bool:
+    return bool(config_defaults(model_name).get("num_moe_experts"))
+
+
+def architecture(model_name: str) -> dict:
+    """The row's model class name and architecture numbers (see config_defaults). Mixture-of-experts rows add
+    their experts, and a head size other than hidden / heads (Qwen3) is stated as kv_channels."""
+    spec = MODELS[model_name]
+    values = config_defaults(model_name)
+    moe = {}
+    if values.get("num_moe_experts"):
+        moe = {
+            "num_moe_experts": values["num_moe_experts"],
+            "moe_router_topk": values["moe_router_topk"],
+            # megatron-core sizes the experts like the dense MLP when the class leaves this unset (Mixtral)
+            "moe_ffn_hidden_size": values.get("moe_ffn_hidden_size") or values["ffn_hidden_size"],
+            "moe_shared_expert_intermediate_size": values.get("moe_shared_expert_intermediate_size"),
+        }
     return {
         "model": spec.model_class.rsplit(".", 1)[-1],
         "num_layers": values["num_layers"],
@@ -157,4 +237,7 @@ def architecture(model_name: str) -> dict:
         "num_attention_heads": values["num_attention_heads"],
         "num_query_groups": values.get("num_query_groups") or values["num_attention_heads"],
         "vocab_size": spec.vocab_size,
+        "kv_channels": values.get("kv_channels") or values["hidden_size"] // values["num_attention_heads"],
+        "qk_layernorm": bool(values.get("qk_layernorm", False)),
+        **moe,
     }

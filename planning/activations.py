@@ -27,7 +27,7 @@ class LayerTerms:
     rotary: int  # cos/sin for q and k
     attention: int  # local: q, k and v expanded to every head, and the s x s probabilities; fused: q, k, v, stats
     attention_output: int  # the input of linear_proj
-    mlp: int  # linear_fc1's output (both halves), SiLU's output, the product that feeds linear_fc2
+    mlp: int  # linear_fc1's output (both halves), SiLU's output, the product that feeds linear_fc2; MoE: moe_layer_bytes
 
     @property
     def total(self) -> int:
@@ -70,6 +70,8 @@ def layer_terms(model: ModelShape, layout: Layout) -> LayerTerms:
         norms, mlp = 2 * (hidden_saved + rms), tokens * ffn * e * (2 + 1)
     else:  # torch's RMSNorm keeps input, 1/rms and the normalized input; SiLU, its output and the product stay
         norms, mlp = 2 * (2 * hidden_saved + rms), tokens * ffn * e * (2 + 3)
+    if model.moe:
+        mlp = moe_layer_bytes(model, layout)
     return LayerTerms(
         norms=norms,
         linear_inputs=2 * hidden_saved,
@@ -78,6 +80,20 @@ def layer_terms(model: ModelShape, layout: Layout) -> LayerTerms:
         attention_output=q,
         mlp=mlp,
     )
+
+
+def moe_layer_bytes(model: ModelShape, layout: Layout) -> int:
+    """An MoE layer's MLP (modeled, not measured): the router's logits and fp32 routing probabilities for the rank's
+    tokens; the tokens the all-to-all dispatcher brings to the rank's experts (on average its own tokens x top-k,
+    gathered over expert tensor parallel), kept as the experts' input and as their output for the weighted
+    combine; and per routed token the expert MLP's intermediates, as a dense layer keeps them."""
+    _, tokens, shard, e = _sizes(model, layout)
+    local_tokens = tokens // shard
+    routed = local_tokens * model.router_topk * layout.etp
+    ffn = model.moe_ffn_hidden // layout.etp
+    router = local_tokens * model.experts * (e + FP32)
+    intermediates = 2 + 1 if layout.fused_attention else 2 + 3
+    return router + 2 * routed * model.hidden * e + routed * ffn * e * intermediates
 
 
 def checkpointed_layer_bytes(model: ModelShape, layout: Layout) -> int:

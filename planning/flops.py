@@ -1,5 +1,7 @@
 """Model FLOPs per step from NeMo's own formulas (nemo.utils.flops_formulas, what NeMo's FLOPsMeasurementCallback
-reports), for the Llama-architecture models of the catalog."""
+reports): llama3 for the Llama-architecture models of the catalog, qwen3 for the models llama3 cannot describe
+(a head size other than hidden / heads, or a mixture of experts: qwen3 takes kv_channels, the experts' width x
+top-k and the vocabulary as arguments; for Mixtral it equals NeMo's mixtral formula, tests/planning)."""
 
 from dataclasses import dataclass
 
@@ -34,13 +36,22 @@ def nemo_formulas():
         return module
 
 
+def formula_name(model: ModelShape) -> str:
+    """The NeMo formula a model is counted with."""
+    return "qwen3" if model.moe or model.query_width != model.hidden else "llama3"
+
+
 def nemo_flops_per_step(model: ModelShape, global_batch: int, seq_length: int) -> float:
-    """Forward and backward FLOPs of one step of `global_batch` sequences, per NeMo's llama3 formula."""
+    """Forward and backward FLOPs of one step of `global_batch` sequences, per NeMo's formula for the model."""
     flops_formulas = nemo_formulas()
     config = flops_formulas.FLOPSConfig(
         gbs=global_batch, enc_seq_len=seq_length, hs=model.hidden, layers=model.layers, ffn_hs=model.ffn_hidden,
         attention_heads=model.heads, query_groups=model.query_groups, vocab_size=model.vocab,
+        kv_channels=model.kv_channels, moe_router_topk=model.router_topk or None,
+        moe_ffn_hidden_size=model.moe_ffn_hidden or None,
     )
+    if formula_name(model) == "qwen3":
+        return flops_formulas.qwen3(config)
     vocabulary_correction = 6 * global_batch * seq_length * model.hidden * (model.vocab - LLAMA3_VOCAB)
     return flops_formulas.llama3(config) + vocabulary_correction
 

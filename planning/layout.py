@@ -34,6 +34,16 @@ class ModelShape:
     linear_bias: bool = False
     tied_embeddings: bool = False
     layernorm_has_bias: bool = False
+    qk_layernorm: bool = False  # a norm over each head's query and key (Qwen3), kv_channels wide
+    # Mixture of experts (every layer's MLP; 0 experts: a dense model): the router picks router_topk of `experts`
+    # MLPs of width moe_ffn_hidden for each token.
+    experts: int = 0
+    router_topk: int = 0
+    moe_ffn_hidden: int = 0
+
+    @property
+    def moe(self) -> bool:
+        return self.experts > 0
 
     @property
     def query_width(self) -> int:
@@ -58,6 +68,8 @@ class Layout:
     tp: int = 1
     pp: int = 1
     vp: int | None = None
+    ep: int = 1  # expert parallel: each rank holds experts / ep of every MoE layer
+    etp: int = 1  # expert tensor parallel: each expert's MLP split over etp ranks
     cp: int = 1
     sequence_parallel: bool = False
     micro_batch: int = 1  # sequences (preference data counts both sequences of a pair)
@@ -87,6 +99,11 @@ class Layout:
         return max(1, self.world // (self.tp * self.pp * self.cp))
 
     @property
+    def expert_dp(self) -> int:
+        """megatron-core's expert data parallel size: world / (ETP x EP x PP)."""
+        return max(1, self.world // (self.etp * self.ep * self.pp))
+
+    @property
     def micro_batches_per_step(self) -> int:
         return max(1, self.global_batch // (self.micro_batch * self.dp))
 
@@ -99,6 +116,7 @@ def model_shape(model_config, vocab: int) -> ModelShape:
     get = lambda name, default=None: read(model_config, name, default)  # noqa: E731
     heads = get("num_attention_heads")
     hidden = get("hidden_size")
+    experts = get("num_moe_experts") or 0
     return ModelShape(
         layers=get("num_layers"),
         hidden=hidden,
@@ -107,12 +125,18 @@ def model_shape(model_config, vocab: int) -> ModelShape:
         query_groups=get("num_query_groups") or heads,
         kv_channels=get("kv_channels") or hidden // heads,
         vocab=get("vocab_size") or vocab,
-        make_vocab_divisible_by=get("make_vocab_size_divisible_by", 128),
+        # NeMo pads the tokenizer's vocabulary, never a vocab_size the config class presets (Qwen's): split as is
+        make_vocab_divisible_by=1 if get("vocab_size") else get("make_vocab_size_divisible_by", 128),
         gated_mlp=bool(get("gated_linear_unit", False)),
         qkv_bias=bool(get("add_qkv_bias", False)),
         linear_bias=bool(get("add_bias_linear", False)),
         tied_embeddings=bool(get("share_embeddings_and_output_weights", False)),
         layernorm_has_bias=get("normalization", "RMSNorm") == "LayerNorm",
+        qk_layernorm=bool(get("qk_layernorm", False)),
+        experts=experts,
+        router_topk=get("moe_router_topk", 0) if experts else 0,
+        # megatron-core sizes the experts like the dense MLP when moe_ffn_hidden_size is unset (Mixtral)
+        moe_ffn_hidden=(get("moe_ffn_hidden_size") or get("ffn_hidden_size")) if experts else 0,
     )
 
 
@@ -135,11 +159,14 @@ def layout(config, fused_attention: bool | None = None) -> Layout:
     peft = get("peft")
     data_class = fdl.get_callable(config.data).__name__ if isinstance(get("data"), fdl.Buildable) else ""
     seq = get("data.seq_length") or get("model.config.seq_length")
+    tp = get("trainer.strategy.tensor_model_parallel_size", 1)
     return Layout(
         nodes=get("trainer.num_nodes", 1),
         devices=get("trainer.devices", 1) if isinstance(get("trainer.devices", 1), int) else 1,
-        tp=get("trainer.strategy.tensor_model_parallel_size", 1),
+        tp=tp,
         pp=get("trainer.strategy.pipeline_model_parallel_size", 1),
+        ep=get("trainer.strategy.expert_model_parallel_size", 1),
+        etp=get("trainer.strategy.expert_tensor_parallel_size") or tp,  # None: megatron-core uses TP
         vp=get("trainer.strategy.virtual_pipeline_model_parallel_size"),
         cp=get("trainer.strategy.context_parallel_size", 1),
         sequence_parallel=bool(get("trainer.strategy.sequence_parallel", False)),

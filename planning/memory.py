@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from planning.activations import StageActivations, stage_activations
 from planning.hardware import GIB
 from planning.layout import Layout, ModelShape
-from planning.parameters import StageParameters, stage_parameters
+from planning.parameters import LORA_TARGETS, StageParameters, stage_parameters
 
 # CUDA context and cuBLAS workspaces (~0.5-1 GiB), NCCL communicators and buffers (~1 GiB per group in use),
 # and the caching allocator's fragmentation, which grows with what is allocated.
@@ -42,18 +42,23 @@ class StageMemory:
         return sum(line.bytes for line in self.lines)
 
 
-def _trainable_lines(trainable: int, layout: Layout, what: str) -> list[Line]:
-    """Gradients and optimizer state of the trainable parameters, as the run's precision and optimizer keep them."""
+def _trainable_lines(trainable: int, layout: Layout, what: str, experts: int = 0) -> list[Line]:
+    """Gradients and optimizer state of the trainable parameters, as the run's precision and optimizer keep them.
+    `experts`: how many of them are expert weights, whose optimizer state the distributed optimizer shards over
+    expert data parallel (world / (ETP x EP x PP)) instead of data parallel x context parallel."""
     weight_bytes = layout.bytes_per_value
     grad_bytes = FP32 if (layout.grad_reduce_in_fp32 or weight_bytes == FP32) else weight_bytes
     # bf16 training keeps fp32 main weights beside the moments; an fp32 run updates its weights directly.
     states = ADAM_STATES + (1 if weight_bytes != FP32 else 0)
     shards = layout.dp * layout.cp if layout.distributed_optimizer else 1
+    expert_shards = layout.expert_dp if layout.distributed_optimizer else 1
     on_gpu = 1.0 - layout.optimizer_offload_fraction
-    optimizer = int(trainable * states * FP32 / shards * on_gpu)
+    optimizer = int(((trainable - experts) / shards + experts / expert_shards) * states * FP32 * on_gpu)
     note = f"fp32 {'main weights + ' if states == 3 else ''}Adam moments"
     if shards > 1:
         note += f", sharded over data parallel x context parallel ({shards})"
+    if experts:
+        note += f", experts' over expert data parallel ({expert_shards})"
     if layout.optimizer_offload_fraction:
         note += f", {layout.optimizer_offload_fraction:.0%} offloaded to the CPU"
     return [
@@ -63,8 +68,8 @@ def _trainable_lines(trainable: int, layout: Layout, what: str) -> list[Line]:
 
 
 def stage_memory(model: ModelShape, layout: Layout, pp_rank: int, on_cpu: bool = False) -> StageMemory:
-    params = stage_parameters(model, layout.tp, layout.pp, pp_rank, layout.lora_rank,
-                              layout.lora_targets or None) if layout.lora else stage_parameters(model, layout.tp, layout.pp, pp_rank)
+    lora = dict(lora_rank=layout.lora_rank, lora_targets=layout.lora_targets or LORA_TARGETS) if layout.lora else {}
+    params = stage_parameters(model, layout.tp, layout.pp, pp_rank, ep=layout.ep, etp=layout.etp, **lora)
     activations = stage_activations(model, layout, params.layers, last_stage=pp_rank == layout.pp - 1, pp_rank=pp_rank)
     e = layout.bytes_per_value
     lines = []
@@ -73,8 +78,10 @@ def stage_memory(model: ModelShape, layout: Layout, pp_rank: int, on_cpu: bool =
         lines.append(Line("weights (LoRA adapters)", params.adapters * e, f"rank {layout.lora_rank}", params.adapters))
         lines += _trainable_lines(params.adapters, layout, "adapters")
     else:
-        lines.append(Line("weights", params.total * e, "bf16" if e == 2 else "fp32", params.total))
-        lines += _trainable_lines(params.total, layout, "all weights")
+        experts = (f", of which experts {params.expert_weights:,} ({model.experts // layout.ep} of {model.experts} per layer"
+                   f"{f', split over expert tensor parallel {layout.etp}' if layout.etp > 1 else ''})") if model.moe else ""
+        lines.append(Line("weights", params.total * e, ("bf16" if e == 2 else "fp32") + experts, params.total))
+        lines += _trainable_lines(params.total, layout, "all weights", params.expert_weights)
     attention = "fused attention (Transformer Engine)" if layout.fused_attention else "local attention (keeps s x s scores)"
     recompute = layout.recompute_granularity or "no"
     if layout.recompute_granularity == "full":

@@ -8,7 +8,7 @@ import fiddle as fdl
 
 from models.catalog import MODELS
 from planning import throughput
-from planning.flops import StepFlops, step_flops
+from planning.flops import StepFlops, formula_name, step_flops
 from planning.hardware import GIB, Accelerator, accelerator
 from planning.layout import Layout, ModelShape, layout, model_shape, read
 from planning.memory import StageMemory, most_loaded_stage
@@ -120,8 +120,8 @@ class Plan:
     def render(self) -> str:
         lay = self.layout
         rows = [f"plan for {self.model_name} on {lay.world} x {self.device.description}"] + self.breakdown()
-        rows.append(f"model FLOPs per step: {self.flops.model_flops:.3e} ({self.flops.tokens:,} tokens; NeMo's llama3 "
-                    f"formula{', LoRA: 2/3, no weight gradients for the frozen base' if lay.lora else ''})")
+        rows.append(f"model FLOPs per step: {self.flops.model_flops:.3e} ({self.flops.tokens:,} tokens; NeMo's "
+                    f"{formula_name(self.model)} formula{', LoRA: 2/3, no weight gradients for the frozen base' if lay.lora else ''})")
         if self.timing:
             t = self.timing
             rows.append(f"at MFU {t.mfu:.1%} ({t.mfu_source}): {t.step_seconds:.2f} s/step, "

@@ -11,8 +11,9 @@ from planning.layout import read
 
 # Step-time factors beyond model FLOPs (assumptions, stated in the output): full recompute repeats the forward
 # (+1/3 of the step's compute); selective recompute repeats only core attention; a larger TP or PP adds
-# communication or pipeline bubbles; offloading the optimizer makes its step run on the CPU.
-COST = {"selective": 1.03, "full": 4 / 3, "tp": 1.10, "pp": 1.08, "offload": 1.15, "micro_batch": 1.05}
+# communication or pipeline bubbles; a larger EP sends tokens further in its all-to-all; offloading the optimizer
+# makes its step run on the CPU.
+COST = {"selective": 1.03, "full": 4 / 3, "tp": 1.10, "pp": 1.08, "offload": 1.15, "micro_batch": 1.05, "ep": 1.05}
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,20 @@ def _candidates(config) -> list[tuple[dict, str, float]]:
         if new_tp <= 8 and heads % new_tp == 0 and (groups or heads) % new_tp == 0 and world % (new_tp * pp) == 0:
             out.append(({"trainer.strategy.tensor_model_parallel_size": new_tp, "trainer.strategy.sequence_parallel": True},
                         f"tensor parallel {new_tp}", COST["tp"] ** factor.bit_length()))
+    experts, ep = get("model.config.num_moe_experts"), get("trainer.strategy.expert_model_parallel_size", 1)
+    etp = get("trainer.strategy.expert_tensor_parallel_size") or tp
     for factor in (2, 4):
         new_pp = pp * factor
-        if layers % new_pp == 0 and world % (tp * new_pp) == 0:
+        # a mixture of experts also needs megatron-core's expert layout (ETP x EP x PP) to divide the world
+        expert_layout_fits = not experts or world % (etp * ep * new_pp) == 0
+        if layers % new_pp == 0 and world % (tp * new_pp) == 0 and expert_layout_fits:
             out.append(({"trainer.strategy.pipeline_model_parallel_size": new_pp}, f"pipeline parallel {new_pp}",
                         COST["pp"] ** factor.bit_length()))
+    for factor in (2, 4, 8) if experts else ():
+        new_ep = ep * factor
+        if experts % new_ep == 0 and world % (etp * new_ep * pp) == 0:
+            out.append(({"trainer.strategy.expert_model_parallel_size": new_ep}, f"expert parallel {new_ep}",
+                        COST["ep"] ** factor.bit_length()))
     if get("optim.config.use_distributed_optimizer") and not get("optim.config.optimizer_cpu_offload"):
         out.append(({"optim.config.optimizer_cpu_offload": True, "optim.config.optimizer_offload_fraction": 1.0},
                     "optimizer state offloaded to the CPU", COST["offload"]))

@@ -15,4 +15,8 @@ HUGGING_FACE_PARAMETERS = {
     "llama31_70b": 70_553_706_496,  # meta-llama/Llama-3.1-70B
     "mistral_7b": 7_241_732_096,  # mistralai/Mistral-7B-v0.1
     "qwen25_7b": 7_615_616_512,  # Qwen/Qwen2.5-7B
+    "qwen3_8b": 8_190_735_360,  # Qwen/Qwen3-8B
+    "qwen3_30b_a3b": 30_532_122_624,  # Qwen/Qwen3-30B-A3B
+    "mixtral_8x7b": 46_702_792_704,  # mistralai/Mixtral-8x7B-v0.1
+    "llama2_7b": 6_738_415_616,  # meta-llama/Llama-2-7b-hf
 }

@@ -47,7 +47,7 @@ def pretrain(
         resume=blocks.resume(),
     )
     recipe.model.config.seq_length = seq_length
-    return recipe
+    return blocks.experts(recipe, model_name)
 
 
 def finetuning_data(model_name: str, dataset_root: str, seq_length: int, global_batch_size: int) -> run.Config:
@@ -89,7 +89,7 @@ def sft(
     )
     recipe.model.config.seq_length = seq_length
     recipe.resume.restore_config = blocks.restore_from(model_name)
-    return recipe
+    return blocks.experts(recipe, model_name)
 
 
 def lora(
@@ -113,4 +113,4 @@ def lora(
     recipe.log.name = f"{model_name}_lora"
     # Adapters are small: no need to shard the optimizer state, and TP rarely pays off.
     recipe.optim.config.use_distributed_optimizer = False
-    return recipe
+    return blocks.experts(recipe, model_name)

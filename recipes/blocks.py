@@ -8,11 +8,12 @@ import torch
 from megatron.core.distributed import DistributedDataParallelConfig
 from megatron.core.optimizer import OptimizerConfig
 from nemo import lightning as nl
+from nemo.lightning.pytorch.callbacks import PreemptionCallback
 from nemo.lightning.pytorch.optim import CosineAnnealingScheduler
 
 from fiddle import history
 
-from models.catalog import MODELS
+from models.catalog import MODELS, config_defaults, is_mixture_of_experts
 from recipes import factories
 from runtime import checkpoints
 
@@ -49,6 +50,37 @@ def model(model_name: str) -> run.Config:
     spec = MODELS[model_name]
     config = run.Config(_dotted(spec.config_class), **spec.config_overrides)
     return run.Config(_dotted(spec.model_class), config=config)
+
+
+# LoRA on a mixture of experts adapts attention only, as NeMo's own Mixtral and Qwen3-MoE recipes do: adapters on
+# every expert's MLP would multiply the adapter count by the experts.
+MOE_LORA_TARGETS = ["linear_qkv", "linear_proj"]
+
+
+def experts(recipe: run.Partial, model_name: str) -> run.Partial:
+    """The mixture-of-experts knobs, set on every recipe of an MoE catalog row so that `--explain`, `--diff` and
+    the snapshots show each one (a dense row is returned unchanged). Router top-k and the load-balancing loss are
+    the model's own (its NeMo config class); the layout is expert parallel 1 until a recipe says otherwise; the
+    dispatch is dropless (no capacity factor), with grouped GEMM, Transformer Engine's fast path (a launch without
+    Transformer Engine turns it off: runtime/machine.py)."""
+    if not is_mixture_of_experts(model_name):
+        return recipe
+    model_defaults = config_defaults(model_name)
+    recipe.trainer.strategy.expert_model_parallel_size = 1
+    # Experts are not split over tensor parallel unless asked: each expert's GEMMs are already small.
+    recipe.trainer.strategy.expert_tensor_parallel_size = 1
+    config = recipe.model.config
+    config.moe_token_dispatcher_type = "alltoall"
+    config.moe_router_topk = model_defaults["moe_router_topk"]
+    config.moe_router_load_balancing_type = model_defaults["moe_router_load_balancing_type"]
+    config.moe_aux_loss_coeff = model_defaults["moe_aux_loss_coeff"]
+    config.moe_expert_capacity_factor = None  # dropless: every token reaches its top-k experts
+    config.moe_token_drop_policy = "probs"  # which tokens go first when a capacity factor is set
+    config.moe_pad_expert_input_to_capacity = False
+    config.moe_grouped_gemm = True
+    if getattr(recipe, "peft", None) is not None:
+        recipe.peft.target_modules = list(MOE_LORA_TARGETS)
+    return recipe
 
 
 def strategy() -> run.Config:
@@ -107,7 +139,9 @@ def trainer(max_steps: int = 1000) -> run.Config:
         use_distributed_sampler=False,
         strategy=strategy(),
         plugins=precision("bf16-mixed"),
-        callbacks=[],
+        # SIGTERM (Slurm's time limit or preemption, `executor.signal`): save a -last checkpoint at the end of
+        # the current step and exit, so that the next job of a chain resumes from it (runtime/SLURM.md).
+        callbacks=[run.Config(PreemptionCallback)],
     )
 
 

@@ -43,3 +43,11 @@ def packed(directory: str, size: int, pad_cu_seqlens: bool = False) -> run.Confi
         packed_metadata_path=str(paths["metadata"]),
         pad_cu_seqlens=pad_cu_seqlens,
     )
+
+
+@run.cli.factory(target=nl.AutoResume, target_arg="restore_config")
+def weights(path: str) -> run.Config:
+    """Start from the model weights of a NeMo 2 checkpoint (an import, or another run's step), with a fresh
+    optimizer and schedule: `resume.restore_config=weights(path=DIR)`. A run's own checkpoints still win on
+    resume."""
+    return run.Config(nl.RestoreConfig, path=path, load_optim_state=False)

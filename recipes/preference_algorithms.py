@@ -77,7 +77,7 @@ def _preference(model_name, loss, reference, lora, *, name, lr, seq_length: int 
         peft=None,
         tokenizer="data",
     )
-    recipe.trainer.callbacks = [run.Config(PreferenceTraining, loss=loss, reference=reference)]
+    recipe.trainer.callbacks = [run.Config(PreferenceTraining, loss=loss, reference=reference), *recipe.trainer.callbacks]
     recipe.trainer.limit_val_batches = 0
     recipe.log.ckpt.monitor = "reduced_train_loss"
     recipe.model.config.seq_length = seq_length
@@ -91,7 +91,7 @@ def _preference(model_name, loss, reference, lora, *, name, lr, seq_length: int 
             target_modules=["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"],
         )
         recipe.optim.config.use_distributed_optimizer = False
-    return recipe
+    return blocks.experts(recipe, model_name)
 
 
 def dpo(model_name: str, lora: bool = False, *, beta: float = 0.1, label_smoothing: float = 0.0,

@@ -24,6 +24,7 @@ def enable() -> bool:
         _redirect_cuda_runtime()
         _redirect_rng_tracker()
         _redirect_cuda_literals()
+        _redirect_moe_host_copies()
         _enabled = True
     return True
 
@@ -62,6 +63,19 @@ def _on_cpu(function):
     return wrapper
 
 
+class _NoEvent:
+    """Stands in for a recorded torch.cuda.Event: there is nothing to wait for on the CPU."""
+
+    def synchronize(self):
+        pass
+
+    def wait(self, stream=None):
+        pass
+
+    def query(self):
+        return True
+
+
 class _NoStream:
     """Stands in for torch.cuda.Stream: CPU work is ordered already."""
 
@@ -75,7 +89,8 @@ class _NoStream:
         pass
 
     def record_event(self, event=None):
-        return None
+        # MoE's all-to-all dispatcher records an event after its device-to-host copies and waits on it.
+        return _NoEvent()
 
 
 def _redirect_cuda_runtime():
@@ -154,6 +169,23 @@ def _redirect_cuda_literals():
     # (the checkpoint's) never returns. Nothing registered, nothing to gather.
     timers = importlib.import_module("megatron.core.timers").Timers
     timers.get_all_timers_string = _report_only_registered(timers.get_all_timers_string)
+
+
+def _redirect_moe_host_copies():
+    # MoE's all-to-all dispatcher copies its split sizes "to the CPU" as numpy arrays for the collective, but
+    # only from CUDA tensors: on the CPU they stay tensors, which all_to_all_single does not take as sizes.
+    token_dispatcher = importlib.import_module("megatron.core.transformer.moe.token_dispatcher")
+    token_dispatcher.maybe_move_tensor_to_cpu = _host_copy(token_dispatcher.maybe_move_tensor_to_cpu)
+
+
+def _host_copy(maybe_move_tensor_to_cpu):
+    @functools.wraps(maybe_move_tensor_to_cpu)
+    def wrapper(tensor, as_numpy=False, record_stream=False):
+        if as_numpy and torch.is_tensor(tensor) and not tensor.is_cuda:
+            return tensor.numpy()
+        return maybe_move_tensor_to_cpu(tensor, as_numpy=as_numpy, record_stream=record_stream)
+
+    return wrapper
 
 
 def _report_only_registered(get_all_timers_string):

@@ -14,7 +14,7 @@ def adapt(recipe) -> list[str]:
     if hasattr(recipe.data, "create_attention_mask") and not recipe.data.create_attention_mask:
         recipe.data.create_attention_mask = True
         changes.append("data.create_attention_mask=True (no Transformer Engine: the local attention needs masks)")
-    for flag, off in transformer_engine.CUDA_ONLY_FUSIONS.items():
+    for flag, off in {**transformer_engine.CUDA_ONLY_FUSIONS, **transformer_engine.CUDA_ONLY_MOE_KERNELS}.items():
         if getattr(recipe.model.config, flag, off) != off:
             setattr(recipe.model.config, flag, off)
             changes.append(f"model.config.{flag}={off} (no Transformer Engine)")

@@ -22,4 +22,7 @@ def enable() -> bool:
     lora.te = types.SimpleNamespace(Linear=_NeverATransformerEngineModule)
     # megatron-core's TE wrappers import without TE, so this module concludes TE is present.
     importlib.import_module("nemo.collections.llm.peft.utils").HAVE_TE = False
+    # megatron-core's MoE router asks `te_general_gemm is not None`, a name its TE import never defines
+    # without TE (NameError on the first MoE forward); None is what it means to test for.
+    importlib.import_module("megatron.core.transformer.moe.moe_utils").te_general_gemm = None
     return True

@@ -1,6 +1,8 @@
 """Fixtures shared by every test folder."""
 
+import fcntl
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -41,8 +43,9 @@ def nemo():
     return llm
 
 
-# SmolLM2-135M-Instruct, shared by tests/conversion and tests/evaluation so one session imports and
-# exports it once: the HF folder (cached in .cache/), imported to NeMo 2 once, exported back once.
+# SmolLM2-135M-Instruct, shared by tests/conversion, tests/evaluation and the walkthrough: the HF folder (cached
+# in .cache/), imported to NeMo 2 once per `make test`, exported back once. Under pytest-xdist both workers use
+# the same copies: the first to need one builds it under a lock, the other waits for it or finds it done.
 
 
 def timed(label: str, step):
@@ -50,6 +53,20 @@ def timed(label: str, step):
     result = step()
     print(f"\n[timing] {label}: {time.perf_counter() - started:.1f}s")
     return result
+
+
+def built_once_per_run(tmp_path_factory, worker_id: str, name: str, build) -> Path:
+    """`build(path)` run by one worker of this pytest run; every worker gets the finished `path`."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if worker_id != "master" else base  # xdist: popen-gwN folders share one parent per run
+    path, done = shared / name, shared / f"{name}.done"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(path, ignore_errors=True)
+            timed(name, lambda: build(path))
+            done.touch()
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -60,33 +77,53 @@ def smollm2_hf() -> Path:
 
 
 @pytest.fixture(scope="session")
-def smollm2_nemo(smollm2_hf, tmp_path_factory) -> Path:
+def smollm2_nemo(smollm2_hf, tmp_path_factory, worker_id) -> Path:
     from conversion.hf_to_nemo import import_hf
 
-    out = tmp_path_factory.mktemp("nemo") / "smollm2-nemo"
-    return timed("hf_to_nemo", lambda: import_hf(smollm2_hf, out))
+    return built_once_per_run(tmp_path_factory, worker_id, "smollm2-nemo", lambda out: import_hf(smollm2_hf, out))
 
 
 @pytest.fixture(scope="session")
-def smollm2_roundtrip(smollm2_nemo, tmp_path_factory) -> Path:
+def smollm2_roundtrip(smollm2_nemo, tmp_path_factory, worker_id) -> Path:
     from conversion.nemo_to_hf import export_nemo
 
-    out = tmp_path_factory.mktemp("roundtrip") / "smollm2-hf"
-    return timed("nemo_to_hf", lambda: export_nemo(smollm2_nemo, out))
+    return built_once_per_run(tmp_path_factory, worker_id, "smollm2-roundtrip-hf", lambda out: export_nemo(smollm2_nemo, out))
 
 
-SESSION_FIXTURES_WORTH_SHARING = ("smollm2_hf", "smollm2_nemo", "smollm2_roundtrip")
+@pytest.fixture(scope="session")
+def tiny_imports(tmp_path_factory, worker_id):
+    """architecture -> (its tiny random HF folder, that folder imported to NeMo 2), each built once per run on
+    first use (tests/tiny_hf.py): the conversion tests and the MoE training runs share the Mixtral one."""
+    from conversion.hf_to_nemo import import_hf
+    from tiny_hf import make
+
+    def build(architecture: str, folder: Path) -> None:
+        import_hf(make(architecture, folder / "hf"), folder / "nemo")
+
+    def imported(architecture: str) -> tuple[Path, Path]:
+        folder = built_once_per_run(tmp_path_factory, worker_id, f"tiny-{architecture}",
+                                    lambda path: build(architecture, path))
+        return folder / "hf", folder / "nemo"
+
+    return imported
 
 
+LOADS_SMOLLM2 = ("smollm2_hf", "smollm2_nemo", "smollm2_roundtrip")
+
+
+def shares_a_module_fixture(item) -> bool:
+    return any(d.scope in ("module", "class") for defs in item._fixtureinfo.name2fixturedefs.values() for d in defs)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the group marks
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`make test` runs two workers), tests that share an expensive fixture stay on
-    one worker: a module's tests share its module fixtures, and every test of the imported SmolLM2
-    checkpoint shares one import. Without xdist the marks do nothing."""
+    """Under pytest-xdist (`make test` runs two workers with --dist loadgroup), the tests of a module that share a
+    module fixture run on one worker, so the fixture is built once; every other test goes wherever a worker is
+    free. Without xdist the group marks do nothing."""
     for item in items:
-        shares_smollm2 = any(name in item.fixturenames for name in SESSION_FIXTURES_WORTH_SHARING)
-        group = "smollm2" if shares_smollm2 else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
-        if shares_smollm2:
+        if shares_a_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+        if any(name in item.fixturenames for name in LOADS_SMOLLM2):
             item.add_marker(pytest.mark.slow)  # the import alone is about a minute
 
 

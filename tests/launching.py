@@ -3,9 +3,13 @@
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Callable
 
 from runtime.process_group import DISTRIBUTED_VARIABLES
 
@@ -55,3 +59,31 @@ def interrupt_after(checkpoints: Path, step: int) -> None:
             shutil.rmtree(saved)
     kept = next(checkpoints.glob(f"step={step - 1}-*"))
     shutil.copytree(kept, kept.with_name(kept.name + "-last"))
+
+
+def launch_until(*args: str, cwd: Path, until: Callable[[str], bool], sig: int = signal.SIGKILL, timeout: int = 600,
+                 **variables: str) -> tuple[int, str]:
+    """`launch`, but `sig` goes to the launch's whole process group (launch.py, torchrun and its workers) the
+    moment `until(output so far)` holds; polled every few milliseconds, so `until` may also watch files.
+    Returns (exit status, output). A run that ends before `until` holds fails the calling test."""
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "launch.py"), *args], cwd=cwd, start_new_session=True, text=True,
+        env=child_environment(NEMORUN_HOME=str(cwd / ".nemo_run"), **variables),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True)
+    reader.start()
+    deadline, sent = time.monotonic() + timeout, False
+    while process.poll() is None and time.monotonic() < deadline:
+        if until("".join(lines)):
+            os.killpg(process.pid, sig)
+            sent = True
+            break
+        time.sleep(0.002)
+    status = process.wait(timeout=max(1, deadline - time.monotonic()))
+    reader.join(timeout=10)
+    output = "".join(lines)
+    assert sent, f"the run ended (exit {status}) before the moment to send signal {sig}:\n{output[-4000:]}"
+    return status, output
+

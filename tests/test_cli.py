@@ -392,3 +392,10 @@ def test_a_blend_of_corpora_reaches_nemos_data_module_and_its_epoch(nemo, capsys
     code, out, err = run_cli(capsys, "recipe=tiny_llama_pretrain", f"data.paths=[{pydoc},{other}]", "trainer.max_steps=-1", "--dryrun")
     assert code == 0, err
     assert "trainer.max_steps=211 (one epoch: 1684 samples / global batch 8)" in out
+
+
+def test_overrides_may_come_before_or_after_the_options():
+    """`--then eval --limit ...` style lines put options in the middle; overrides after them still count."""
+    args = launch.parse_args(["recipe=tiny_llama_sft", "--dryrun", "trainer.max_steps=3", "--then", "export", "data.seed=7"])
+    assert args.assignments == ["recipe=tiny_llama_sft", "trainer.max_steps=3", "data.seed=7"]
+    assert args.dryrun and args.then == "export"

@@ -11,7 +11,8 @@ ALL_RECIPES = sorted(registry.discover())
 
 
 def test_the_matrix_is_complete():
-    models = {"llama31_8b", "llama31_70b", "llama32_1b", "llama32_3b", "mistral_7b", "qwen25_7b"}
+    models = {"llama31_8b", "llama31_70b", "llama32_1b", "llama32_3b", "mistral_7b", "qwen25_7b", "qwen3_8b",
+              "qwen3_30b_a3b", "mixtral_8x7b", "llama2_7b"}
     for model in models:
         for algorithm in ("pretrain", "sft", "lora"):
             assert f"{model}_{algorithm}" in ALL_RECIPES
@@ -31,6 +32,26 @@ def test_recipe_builds_validates_and_matches_its_snapshot(nemo, name):
         f"if the change is intended, run `{snapshots.REGENERATE}` and commit the diff"
     )
     assert prepared.config.trainer.max_steps > 0 or prepared.config.trainer.max_steps == -1  # -1: one epoch
+
+
+# The mixture-of-experts knobs every MoE recipe states (recipes/blocks.py, experts), so --explain names where each is set.
+MOE_KNOBS = [
+    "trainer.strategy.expert_model_parallel_size", "trainer.strategy.expert_tensor_parallel_size",
+    "model.config.moe_token_dispatcher_type", "model.config.moe_router_topk", "model.config.moe_router_load_balancing_type",
+    "model.config.moe_aux_loss_coeff", "model.config.moe_expert_capacity_factor", "model.config.moe_token_drop_policy",
+    "model.config.moe_pad_expert_input_to_capacity", "model.config.moe_grouped_gemm",
+]
+
+
+def test_moe_recipes_state_the_moe_knobs(nemo):
+    """One recipe per algorithm base that applies the MoE block (pretrain, sft/lora, preference); the snapshots
+    show the values of all of them."""
+    for name in ("mixtral_8x7b_pretrain", "qwen3_30b_a3b_lora", "mixtral_8x7b_dpo_lora"):
+        prepared = session.prepare(name, [], fit_to_machine=False)
+        for key in MOE_KNOBS:
+            assert "set at <repo>/recipes/" in inspection.explain(prepared, key), f"{name}: {key} is not set by the recipe"
+    dense = session.prepare("qwen3_8b_sft", [], fit_to_machine=False)
+    assert "set at" not in inspection.explain(dense, "model.config.moe_router_topk")  # a dense row gets no MoE block
 
 
 def test_no_orphan_snapshots():

@@ -10,6 +10,8 @@ from launcher.validation import ConfigInvalid, UnknownConfigPath, View
 from recipes import registry
 
 TINY = "tiny_llama_pretrain"  # 4 heads, 2 query groups, 2 layers, seq 128, global batch 8, micro batch 4
+MIXTRAL = "mixtral_8x7b_lora"  # 8 experts, top-2, 1 node x 8 GPUs, expert parallel 8, TP 1
+QWEN3_MOE = "qwen3_30b_a3b_lora"  # 128 experts of width 768, top-8, 1 node x 8 GPUs, expert parallel 8, TP 1
 
 
 def problems_of(recipe: str, *overrides: str) -> str:
@@ -89,6 +91,69 @@ RULE_CASES = {
     "LoRA rank splits over tensor parallel": (
         ["llama31_8b_lora", "peft.dim=12", "trainer.strategy.tensor_model_parallel_size=8"],
         "peft.dim (12) must be divisible by trainer.strategy.tensor_model_parallel_size (8)",
+    ),
+    "expert parallel divides the experts": (
+        [MIXTRAL, "trainer.strategy.expert_model_parallel_size=3"],
+        "trainer.strategy.expert_model_parallel_size (3) must divide model.config.num_moe_experts (8)",
+    ),
+    "expert layout fits the world": (
+        [QWEN3_MOE, "trainer.strategy.expert_model_parallel_size=16"],
+        "world size trainer.num_nodes x trainer.devices = 8 must be divisible by trainer.strategy.expert_tensor_parallel_size"
+        " x trainer.strategy.expert_model_parallel_size x trainer.strategy.pipeline_model_parallel_size = 1x16x1 = 16",
+    ),
+    "expert parallel needs experts": (
+        ["llama31_8b_sft", "trainer.strategy.expert_model_parallel_size=2"],
+        "trainer.strategy.expert_model_parallel_size=2 needs a mixture-of-experts model (model.config.num_moe_experts is not set)",
+    ),
+    "expert tensor parallel splits the expert width": (
+        [QWEN3_MOE, "trainer.strategy.expert_model_parallel_size=1", "trainer.strategy.expert_tensor_parallel_size=8",
+         "model.config.moe_ffn_hidden_size=100"],
+        "expert tensor parallel (trainer.strategy.expert_tensor_parallel_size = 8) must divide model.config.moe_ffn_hidden_size (100)",
+    ),
+    "MoE with tensor parallel needs sequence parallel": (
+        [MIXTRAL, "trainer.strategy.tensor_model_parallel_size=2"],
+        "model.config.num_moe_experts=8 with trainer.strategy.tensor_model_parallel_size=2 needs trainer.strategy.sequence_parallel=True",
+    ),
+    "router top-k": (
+        [MIXTRAL, "model.config.moe_router_topk=9"],
+        "model.config.moe_router_topk (9) must be between 1 and model.config.num_moe_experts (8)",
+    ),
+    "router top-1 needs pre-softmax": (
+        [MIXTRAL, "model.config.moe_router_topk=1"],
+        "model.config.moe_router_topk=1 needs model.config.moe_router_pre_softmax=True",
+    ),
+    "load-balancing type": (
+        [MIXTRAL, "model.config.moe_router_load_balancing_type=aux"],
+        "model.config.moe_router_load_balancing_type must be one of 'aux_loss', 'seq_aux_loss', 'global_aux_loss', 'sinkhorn', 'none', not 'aux'",
+    ),
+    "load-balancing coefficient": (
+        [MIXTRAL, "model.config.moe_aux_loss_coeff=-0.01"],
+        "model.config.moe_aux_loss_coeff (-0.01) must be 0 or more",
+    ),
+    "token dispatcher": (
+        [MIXTRAL, "model.config.moe_token_dispatcher_type=alltoall_seq"],
+        "model.config.moe_token_dispatcher_type must be one of 'allgather', 'alltoall', 'flex', not 'alltoall_seq'",
+    ),
+    "flex dispatcher needs DeepEP": (
+        [MIXTRAL, "model.config.moe_token_dispatcher_type=flex"],
+        "model.config.moe_token_dispatcher_type='flex' needs model.config.moe_enable_deepep=True",
+    ),
+    "padding to capacity needs a capacity": (
+        [MIXTRAL, "model.config.moe_pad_expert_input_to_capacity=true"],
+        "model.config.moe_pad_expert_input_to_capacity=True needs model.config.moe_expert_capacity_factor",
+    ),
+    "capacity factor and load balancing": (
+        [MIXTRAL, "model.config.moe_expert_capacity_factor=1.25", "model.config.moe_router_load_balancing_type=sinkhorn",
+         "model.config.moe_aux_loss_coeff=0.0"],
+        "model.config.moe_expert_capacity_factor=1.25 needs model.config.moe_router_load_balancing_type one of",
+    ),
+    "token drop policy": (
+        [MIXTRAL, "model.config.moe_expert_capacity_factor=1.25", "model.config.moe_token_drop_policy=random"],
+        "model.config.moe_token_drop_policy must be one of 'probs', 'position', not 'random'",
+    ),
+    "grouped GEMM needs Transformer Engine": (
+        [MIXTRAL, "trainer.accelerator=cpu"],
+        "model.config.moe_grouped_gemm=True needs Transformer Engine, which needs a GPU (trainer.accelerator is 'cpu')",
     ),
     "optimizer offload": (
         [TINY, "optim.config.optimizer_cpu_offload=true", "optim.config.optimizer_offload_fraction=1.5"],

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
 
 
 def temporary_path(path: Path | str) -> Path:
@@ -29,6 +31,15 @@ def atomic_outputs(*final_paths: Path | str) -> Iterator[list[Path]]:
         yield temporary
         for temporary_file, final_path in zip(temporary, final_paths):
             os.replace(temporary_file, final_path)
+    except OSError as error:
+        if error.filename is not None:
+            raise
+        # A full disk or a file size limit fails a write without naming the file (numpy: "N requested and M
+        # written", no errno): name the outputs, and the space left where they go.
+        names = ", ".join(str(p) for p in final_paths)
+        free = shutil.disk_usage(Path(final_paths[0]).parent).free
+        message = f"{error.strerror or error} while writing {names} (nothing replaced; {free} bytes free there)"
+        raise (OSError(error.errno, message) if error.errno else OSError(message)) from error
     finally:
         for path in temporary:
             path.unlink(missing_ok=True)

@@ -9,7 +9,9 @@
 * ``chat.jsonl`` -- multi-turn conversations (system, user, assistant, user, assistant) whose every answer is
   ``ANSWER[value]``, a format no model has by default, so that fine-tuning on it is visible in generations;
   and ``chat_sft/`` -- the same records as ``python -m data.sft convert --input chat.jsonl --output-dir chat_sft``
-  writes them (a dataset_root for the SFT recipes); ``chat_heldout.jsonl`` -- questions not in it, to test on.
+  writes them (a dataset_root for the SFT recipes); ``chat_heldout.jsonl`` -- questions not in it, to test on;
+* ``answers.jsonl`` -- every question of ``chat.jsonl`` with its ``ANSWER[value]`` reply as a Dolly-style
+  prompt/response record: the same format to learn, without a conversation around it.
 
 Every answer is computed or taken from the tables below, so the data is correct by construction.
 """
@@ -188,6 +190,11 @@ def chat_records(rng: random.Random, count: int) -> list[dict]:
     return records
 
 
+def answer_records(chats: list[dict]) -> list[dict]:
+    turns = [m["content"] for chat in chats for m in chat["messages"] if m["role"] in ("user", "assistant")]
+    return [dolly(question, answer, "answer_format") for question, answer in zip(turns[0::2], turns[1::2])]
+
+
 def heldout_questions(rng: random.Random, seen: set[str], count: int) -> list[dict]:
     questions = []
     while len(questions) < count:
@@ -203,6 +210,7 @@ def write_chat_examples(rng: random.Random, out: Path) -> None:
 
     records = chat_records(rng, 240)
     write_jsonl(out / "chat.jsonl", records)
+    write_jsonl(out / "answers.jsonl", answer_records(records))
     training, validation = split_validation(records, 0.05)
     write_sft_jsonl(out / "chat_sft" / "training.jsonl", training)
     write_sft_jsonl(out / "chat_sft" / "validation.jsonl", validation)

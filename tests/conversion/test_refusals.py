@@ -68,7 +68,8 @@ def test_import_refuses_folder_without_config(smollm2_hf, tmp_path):
 def test_import_refuses_unsupported_architecture(smollm2_hf, tmp_path):
     source = hf_folder_like(smollm2_hf, tmp_path / "hf", config_changes={"architectures": ["GPT2LMHeadModel"]})
     out = tmp_path / "out"
-    with pytest.raises(ConversionError, match=r"unsupported architecture.*LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM"):
+    with pytest.raises(ConversionError, match=r"unsupported architecture.*LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, "
+                       r"Qwen3ForCausalLM, Qwen3MoeForCausalLM"):
         import_hf(source, out)
     assert_nothing_written(out)
 

@@ -423,7 +423,7 @@ def test_shipped_examples_are_what_their_generator_writes(tmp_path):
 
     generate.main(["--output-dir", str(tmp_path)])
     written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.jsonl"))
-    assert [str(p) for p in written] == ["chat.jsonl", "chat_heldout.jsonl", "chat_sft/training.jsonl",
+    assert [str(p) for p in written] == ["answers.jsonl", "chat.jsonl", "chat_heldout.jsonl", "chat_sft/training.jsonl",
                                          "chat_sft/validation.jsonl", "preference_pairs.jsonl", "prompt_response.jsonl"]
     for relative in written:
         shipped = REPO / "data" / "sft_examples" / relative

@@ -191,3 +191,22 @@ def test_exported_chat_template_renders_the_tokens_trained_on(smollm2_nemo, tmp_
         rendered = exported.apply_chat_template(training_format.conversation(record, "test"), tokenize=True,
                                                 return_dict=True, return_assistant_tokens_mask=True)
         assert (rendered["input_ids"], rendered["assistant_masks"]) == (trained.input_ids, trained.loss_mask)
+
+
+def test_a_record_whose_answers_lie_past_seq_length_adds_no_loss(tmp_path):
+    """NeMo's collate would train such a record on every token (its prompt); here it trains on none."""
+    from nemo.collections.common.tokenizers import AutoTokenizer
+
+    from data.sft_datamodule import TemplatedSFTDataModule
+
+    long_question = " ".join(["seven"] * 40)
+    records = [{"messages": [{"role": "user", "content": long_question}, {"role": "assistant", "content": "ANSWER[7]"}]},
+               {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "ANSWER[4]"}]}]
+    (tmp_path / "training.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    datamodule = TemplatedSFTDataModule(tmp_path, seq_length=16, tokenizer=AutoTokenizer(str(TINY_TOKENIZER)),
+                                        micro_batch_size=2, global_batch_size=2, num_workers=0, template="chatml")
+    dataset = datamodule._create_dataset(str(tmp_path / "training.jsonl"))
+    batch = dataset.collate_fn([dataset[0], dataset[1]])
+    assert batch["tokens"].shape[1] <= 16
+    assert batch["loss_mask"][0].sum() == 0, "the answer lies past seq_length: nothing of this record is trained"
+    assert batch["loss_mask"][1].sum() > 0

@@ -9,17 +9,24 @@ import pytest
 
 
 @contextlib.contextmanager
-def as_rank(tp: int, pp: int, tp_rank: int = 0, pp_rank: int = 0):
-    """megatron's parallel state as rank (tp_rank, pp_rank) of a tp x pp job sees it, in this one process:
-    torch's "fake" backend answers collectives without peers, so modules get exactly that rank's shapes."""
+def as_rank(tp: int, pp: int, tp_rank: int = 0, pp_rank: int = 0, ep: int = 1, etp: int | None = None):
+    """megatron's parallel state as rank (tp_rank, pp_rank) of a tp x pp job, with expert parallel ep and expert
+    tensor parallel etp (None: tp), sees it, in this one process: torch's "fake" backend answers collectives without
+    peers, so modules get exactly that rank's shapes (and expert rank 0's experts)."""
+    import math
+
     import torch.distributed as dist
     from megatron.core import parallel_state
     from torch.testing._internal.distributed.fake_pg import FakeStore
 
-    # megatron orders ranks tp-cp-ep-dp-pp: with CP = DP = 1, rank = tp_rank + tp x pp_rank.
-    dist.init_process_group("fake", rank=tp_rank + tp * pp_rank, world_size=tp * pp, store=FakeStore())
+    etp = etp or tp
+    # The smallest world both of megatron's layouts divide: tp x dp and etp x ep x expert dp per pipeline stage.
+    stage_size = math.lcm(tp, etp * ep)
+    # megatron orders ranks tp-cp-ep-dp-pp: pipeline stage pp_rank starts at stage_size x pp_rank.
+    dist.init_process_group("fake", rank=tp_rank + stage_size * pp_rank, world_size=stage_size * pp, store=FakeStore())
     try:
         parallel_state.initialize_model_parallel(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
+                                                 expert_model_parallel_size=ep, expert_tensor_parallel_size=etp,
                                                  create_gloo_process_groups=False)
         yield
     finally:

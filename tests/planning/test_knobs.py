@@ -74,3 +74,39 @@ def test_dpo_run_time_includes_its_reference_pre_pass(recipe_config):
     simpo = plan_config(recipe_config("llama31_8b_simpo"), suggest=False).timing
     assert dpo.reference_prepass and not simpo.reference_prepass
     assert dpo.hours == pytest.approx(simpo.hours * 4 / 3)
+
+
+def test_expert_parallel_splits_the_experts_and_shards_their_optimizer_state_over_expert_data_parallel(recipe_config):
+    sft = recipe_config("qwen3_30b_a3b_sft")  # 16 GPUs: TP 2 x PP 2 -> DP 4; EP 8 x PP 2 -> expert data parallel 1
+    plan = plan_config(sft, suggest=False)
+    params = plan.stage.parameters
+    dense = params.total - params.expert_weights
+    assert _line(plan, "optimizer state") == int((dense / 4 + params.expert_weights / 1) * 12)
+    ep4 = plan_config(with_overrides(sft, {"trainer.strategy.expert_model_parallel_size": 4}), suggest=False)
+    assert ep4.stage.parameters.expert_weights == 2 * params.expert_weights  # 32 experts of 128 per layer instead of 16
+    assert ep4.layout.expert_dp == 2  # so each rank keeps the same expert optimizer state
+    assert _line(ep4, "optimizer state") - _line(plan, "optimizer state") < 1024
+
+
+def test_mixture_of_experts_flops_are_nemos_formulas(recipe_config):
+    """The qwen3 formula the planner uses for MoE models gives NeMo's own mixtral formula for Mixtral."""
+    from planning.flops import nemo_flops_per_step, nemo_formulas
+    from planning.layout import model_shape
+
+    shape = model_shape(recipe_config("mixtral_8x7b_sft").model.config, 32000)
+    formulas = nemo_formulas()
+    mixtral = formulas.mixtral(formulas.FLOPSConfig(gbs=128, enc_seq_len=4096, hs=4096, layers=32, ffn_hs=14336,
+                                                    attention_heads=32, query_groups=8, moe_router_topk=2))
+    assert nemo_flops_per_step(shape, 128, 4096) == pytest.approx(mixtral, rel=1e-12)
+    routed = plan_config(recipe_config("qwen3_30b_a3b_sft"), suggest=False)
+    top2 = plan_config(with_overrides(recipe_config("qwen3_30b_a3b_sft"), {"model.config.moe_router_topk": 2}), suggest=False)
+    assert top2.flops.model_flops < routed.flops.model_flops  # FLOPs follow the active experts, not all 128
+    assert _line(top2, "activations") < _line(routed, "activations")  # so do the dispatched tokens
+
+
+def test_a_mixture_of_experts_that_does_not_fit_is_offered_more_expert_parallel(recipe_config):
+    lora = with_overrides(recipe_config("mixtral_8x7b_lora"), {"trainer.strategy.expert_model_parallel_size": 2})
+    plan = plan_config(lora)  # 4 of 8 experts a layer: 43 GiB of frozen weights, does not fit
+    assert not plan.fits
+    offered = [suggestion.overrides for suggestion in plan.suggestions]
+    assert {"trainer.strategy.expert_model_parallel_size": 8} in offered or {"trainer.strategy.expert_model_parallel_size": 4} in offered

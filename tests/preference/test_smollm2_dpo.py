@@ -3,7 +3,7 @@ shipped pairs (ChatML). A short `launch.py recipe=smollm2_135m_dpo` run raises t
 the trained checkpoint exports to Hugging Face with conversion.nemo_to_hf, loads in transformers, and there
 prefers the chosen answers more than the original model does (the DPO implicit reward, recomputed in HF).
 
-The caches (.cache/smollm2-135m-instruct and its NeMo import) are built once if missing.
+The HF folder and its NeMo import are the session's (tests/conftest.py).
 """
 
 import json
@@ -22,7 +22,6 @@ pytestmark = pytest.mark.slow  # every test here trains or launches training
 
 REPO = Path(__file__).resolve().parents[2]
 PAIRS = REPO / "data" / "sft_examples" / "preference_pairs.jsonl"
-NEMO_DIR = REPO / ".cache" / "smollm2-135m-instruct-nemo"
 STEPS = 8
 TRAIN_PAIRS = 16  # a subset of the shipped pairs: the reference pre-pass scores every pair once
 BETA = 0.1
@@ -33,19 +32,6 @@ LOSS, CHOSEN, REJECTED, MARGIN, ACCURACY = range(5)
 
 
 @pytest.fixture(scope="module")
-def smollm2_caches():
-    """The HF folder (tokenizer, and the export's reference) and the imported NeMo checkpoint the recipe restores."""
-    from conversion.smollm2 import ensure_smollm2
-
-    hf_dir = ensure_smollm2()
-    if not (NEMO_DIR / "context").is_dir():
-        from conversion.hf_to_nemo import import_hf
-
-        import_hf(hf_dir, NEMO_DIR)
-    return hf_dir
-
-
-@pytest.fixture(scope="module")
 def pairs_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
     path.write_text("".join(PAIRS.read_text().splitlines(keepends=True)[:TRAIN_PAIRS]))
@@ -53,12 +39,12 @@ def pairs_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(smollm2_caches, pairs_file, tmp_path_factory):
+def trained(smollm2_nemo, pairs_file, tmp_path_factory):
     """(per-step metrics, log dir) of a short DPO run."""
     log_dir = tmp_path_factory.mktemp("smollm2_dpo")
     command = [sys.executable, "launch.py", "recipe=smollm2_135m_dpo", f"trainer.max_steps={STEPS}",
                f"data.paths.0={pairs_file}", f"log.log_dir={log_dir}", f"log.ckpt.every_n_train_steps={STEPS}",
-               f"resume.restore_config.path={NEMO_DIR}", f"data.tokenizer.source={NEMO_DIR}"]
+               f"resume.restore_config.path={smollm2_nemo}", f"data.tokenizer.source={smollm2_nemo}"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=400,
                           env=child_environment(OMP_NUM_THREADS="2", NEMORUN_HOME=str(log_dir / ".nemo_run")))
     output = done.stdout + done.stderr
@@ -102,7 +88,7 @@ def answer_logps(model, tokenizer, pairs):
     return out
 
 
-def test_trained_checkpoint_exports_and_loads_in_transformers(trained, smollm2_caches, pairs_file, tmp_path):
+def test_trained_checkpoint_exports_and_loads_in_transformers(trained, smollm2_hf, pairs_file, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from conversion.nemo_to_hf import export_nemo
@@ -114,7 +100,7 @@ def test_trained_checkpoint_exports_and_loads_in_transformers(trained, smollm2_c
 
     tokenizer = AutoTokenizer.from_pretrained(exported)
     policy = AutoModelForCausalLM.from_pretrained(exported, dtype=torch.float32).eval()
-    reference = AutoModelForCausalLM.from_pretrained(smollm2_caches, dtype=torch.float32).eval()
+    reference = AutoModelForCausalLM.from_pretrained(smollm2_hf, dtype=torch.float32).eval()
     pairs = [json.loads(line) for line in pairs_file.read_text().splitlines()[:8]]
     after, before = answer_logps(policy, tokenizer, pairs), answer_logps(reference, tokenizer, pairs)
     margins = [BETA * ((pc - rc) - (pr - rr)) for (pc, pr), (rc, rr) in zip(after, before)]

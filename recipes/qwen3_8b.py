@@ -1,0 +1,116 @@
+"""Qwen3 8B: pretraining, full SFT, LoRA, DPO and SimPO. Architecture from models/catalog.py; shared defaults from recipes/algorithms.py."""
+
+import nemo_run as run
+
+from recipes import algorithms, preference_algorithms
+from recipes.registry import recipe
+
+# What the recipes below are sized for (their "Sized for" sentences; tests/planning checks both agree
+# with the plan); the GPU count is each recipe's trainer.num_nodes x trainer.devices.
+TARGET_GPU = "h100-80gb"
+MODEL = "qwen3_8b"
+
+
+@recipe
+def qwen3_8b_pretrain() -> run.Partial:
+    """Pretrain Qwen3 8B on prepared corpora (seq 8192, global batch 512).
+
+    Sized for 1 node x 8 H100 80GB: tensor parallel 2 x data parallel 4.
+
+        python launch.py recipe=qwen3_8b_pretrain data.paths=[/data/corpus_text_document]
+    """
+    recipe = algorithms.pretrain(MODEL)
+    recipe.trainer.strategy.tensor_model_parallel_size = 2
+    recipe.trainer.strategy.sequence_parallel = True
+    return recipe
+
+
+@recipe
+def qwen3_8b_sft() -> run.Partial:
+    """Full-parameter SFT of Qwen3 8B (seq 4096, global batch 128, lr 5e-6).
+
+    Sized for 1 node x 8 H100 80GB: tensor parallel 2 x data parallel 4.
+
+        python launch.py recipe=qwen3_8b_sft data.dataset_root=/data/sft
+    """
+    recipe = algorithms.sft(MODEL, lr=5e-6)
+    recipe.trainer.strategy.tensor_model_parallel_size = 2
+    recipe.trainer.strategy.sequence_parallel = True
+    return recipe
+
+
+@recipe
+def qwen3_8b_lora() -> run.Partial:
+    """LoRA (rank 16, alpha 32) on Qwen3 8B (seq 4096, global batch 128, lr 1e-4).
+
+    Sized for 1 node x 8 H100 80GB: data parallel 8.
+
+        python launch.py recipe=qwen3_8b_lora data.dataset_root=/data/sft
+    """
+    recipe = algorithms.lora(MODEL)
+    return recipe
+
+
+@recipe
+def qwen3_8b_dpo() -> run.Partial:
+    """Full-parameter DPO of Qwen3 8B (beta 0.1, seq 4096, 64 pairs a step, lr 5e-7).
+
+    The reference is the starting weights, scored once over all pairs before step 1 (no second model).
+    Starts from the imported base weights; from your SFT checkpoint instead: resume.restore_config.path=<folder>.
+    Sized for 1 node x 8 H100 80GB, as qwen3_8b_sft: tensor parallel 2 x data parallel 4.
+
+        python launch.py recipe=qwen3_8b_dpo data.paths=[/data/pairs.jsonl]
+    """
+    recipe = preference_algorithms.dpo(MODEL)
+    recipe.trainer.strategy.tensor_model_parallel_size = 2
+    recipe.trainer.strategy.sequence_parallel = True
+    return recipe
+
+
+@recipe
+def qwen3_8b_dpo_lora() -> run.Partial:
+    """LoRA (rank 16, alpha 32) DPO of Qwen3 8B (beta 0.1, seq 4096, 64 pairs a step, lr 5e-6).
+
+    The reference is the same weights with the adapters off: no copy, no pre-pass.
+    Starts from the imported base weights; from your SFT checkpoint instead: resume.restore_config.path=<folder>.
+    Sized for 1 node x 8 H100 80GB, as qwen3_8b_lora: data parallel 8.
+
+        python launch.py recipe=qwen3_8b_dpo_lora data.paths=[/data/pairs.jsonl]
+    """
+    recipe = preference_algorithms.dpo(MODEL, lora=True)
+    return recipe
+
+
+@recipe
+def qwen3_8b_simpo() -> run.Partial:
+    """Full-parameter SimPO of Qwen3 8B (beta 2.0, gamma 1.0, seq 4096, 64 pairs a step, lr 6e-7).
+
+    Reference-free. beta/gamma/lr: adopted from the SimPO paper's Llama-3-8B-Base setting (beta 2.0, gamma/beta 0.5,
+    lr 6e-7; the paper did not cover Qwen): of the paper's two Base rows (base model, SFT, then SimPO, as here)
+    Llama 3's was tuned on a large byte-level BPE vocabulary (128k) like Qwen3's (152k), closer in per-token
+    log-prob scale than Mistral's 32k SentencePiece.
+    Starts from the imported base weights; from your SFT checkpoint instead: resume.restore_config.path=<folder>.
+    Sized for 1 node x 8 H100 80GB, as qwen3_8b_sft: tensor parallel 2 x data parallel 4.
+
+        python launch.py recipe=qwen3_8b_simpo data.paths=[/data/pairs.jsonl]
+    """
+    beta, gamma = preference_algorithms.SIMPO_SETTINGS["llama3_base"]
+    recipe = preference_algorithms.simpo(MODEL, beta=beta, gamma=gamma, lr=6e-7)
+    recipe.trainer.strategy.tensor_model_parallel_size = 2
+    recipe.trainer.strategy.sequence_parallel = True
+    return recipe
+
+
+@recipe
+def qwen3_8b_simpo_lora() -> run.Partial:
+    """LoRA (rank 16, alpha 32) SimPO of Qwen3 8B (beta 2.0, gamma 1.0, 64 pairs a step, lr 6e-6).
+
+    beta/gamma as qwen3_8b_simpo (SimPO paper, see there); lr 10x the full-parameter rate, as for LoRA DPO.
+    Starts from the imported base weights; from your SFT checkpoint instead: resume.restore_config.path=<folder>.
+    Sized for 1 node x 8 H100 80GB, as qwen3_8b_lora: data parallel 8.
+
+        python launch.py recipe=qwen3_8b_simpo_lora data.paths=[/data/pairs.jsonl]
+    """
+    beta, gamma = preference_algorithms.SIMPO_SETTINGS["llama3_base"]
+    recipe = preference_algorithms.simpo(MODEL, lora=True, beta=beta, gamma=gamma, lr=6e-6)
+    return recipe

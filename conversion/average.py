@@ -23,7 +23,7 @@ from typing import Iterator
 from common import cli
 from conversion.errors import ConversionError, ConversionFailed, failed
 from conversion.hf_to_nemo import publish, report
-from conversion.nemo_to_hf import find_checkpoint_dir, is_checkpoint_dir
+from conversion.nemo_to_hf import find_checkpoint_dir, first_line_mentioning, is_checkpoint_dir
 
 STEP_PATTERN = re.compile(r"step=(\d+)")
 MODEL_PREFIX = "module."  # NeMo stores the mcore model as LightningModule.module
@@ -184,10 +184,13 @@ def average_checkpoints(ckpt_dirs: list[Path | str], out_dir: Path | str, overwr
     with single_process_megatron(), \
             tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-") as staging:
         model = megatron_model_from_context(newest)
+        from torch.distributed.checkpoint.api import CheckpointException
+
         try:
             averaged = mean_state(model, ckpt_dirs)
-        except Exception as error:
-            raise ConversionFailed(f"checkpoints do not share the model in {newest.name}/context: {error}") from error
+        except (Exception, CheckpointException) as error:  # torch's CheckpointException is a BaseException
+            reason = first_line_mentioning("mismatch", str(error)) or f"{type(error).__name__}: {error}"
+            raise ConversionFailed(f"checkpoints do not share the model in {newest.name}/context: {reason}") from error
         model.load_state_dict(averaged, strict=False)
         staged = Path(staging) / "checkpoint"
         log(f"saving {len(averaged)} averaged tensors")

@@ -1,6 +1,7 @@
 """`trainer.max_steps=-1` (ONE_EPOCH, the default of the GPU recipes) means one pass over the data:
 computed at launch from the prepared data's size, so it tracks whatever `data.*` points at."""
 
+import copy
 import math
 from pathlib import Path
 
@@ -13,15 +14,32 @@ from recipes.blocks import ONE_EPOCH
 COUNTED_AT_LAUNCH = "trainer.max_steps=-1: one epoch, counted at launch"
 
 
-def _pretraining_samples(data) -> int:
-    from megatron.core.datasets.indexed_dataset import IndexedDataset
+class _TokenizerNotRead:
+    """Stands in for the run's tokenizer while counting: megatron-core's GPTDatasetConfig requires one, but
+    building the sample index reads only the documents' lengths (the real tokenizer may be a checkpoint's, not
+    yet imported, or a hub download)."""
 
-    tokens = 0
-    for prefix in data_files.prefixes(data.paths):
-        dataset = IndexedDataset(prefix)  # kept alive: its lengths are a view of its memory map
-        tokens += int(dataset.sequence_lengths.sum())
-    split = [float(s) for s in str(data.split).replace("/", ",").split(",")]
-    return int(tokens * split[0] / sum(split)) // data.seq_length
+    unique_identifiers = {"class": "_TokenizerNotRead"}  # megatron names each dataset by its config's fields
+
+
+def _pretraining_samples(data) -> int:
+    """The samples NeMo's own GPTDataset yields for one epoch of the training split, built as the run builds them
+    (megatron-core splits by documents and cuts sequences of seq_length + 1 tokens; blends included)."""
+    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+
+    counting = copy.deepcopy(data)
+    counting.tokenizer = _TokenizerNotRead()
+    module = fdl.build(counting)
+    blend = module.build_kwargs.get("blend")
+    if blend and blend[1] is not None:  # megatron-core refuses an unsized blend with weights, in an assert
+        raise UserError(f"trainer.max_steps=-1 (one epoch) is not defined for a weighted blend (data.paths="
+                        f"{list(data.paths)}): megatron draws from each corpus by its weight; set trainer.max_steps")
+    dataset_config = module.gpt_dataset_config
+    # One epoch's index is not the run's: built in memory only. An empty cache path means that to megatron-core
+    # (None would write it beside the data; a folder would need a process group for a blend).
+    dataset_config.path_to_cache = ""
+    train, _, _ = BlendedMegatronDatasetBuilder(module.dataset_cls, [None, None, None], lambda: True, dataset_config).build()
+    return len(train)
 
 
 def _finetuning_samples(data) -> int:

@@ -3,8 +3,8 @@ the plan says cannot fit stops before anything starts (exit 2) unless `--no-fit-
 
 What is planned: a GPU recipe on `--gpu`, else the GPU its recipe module states it is sized for (TARGET_GPU);
 a CPU recipe on this machine's memory. Attention: a local GPU launch gets Transformer Engine's fused attention
-only when TE is installed here; Slurm nodes, and the target GPUs that a machine without CUDA can only dry-run
-for, are assumed to have TE.
+only when TE is installed here; Slurm nodes, and the target GPUs that a machine without as many CUDA devices
+can only dry-run for, are assumed to have TE.
 """
 
 from common import transformer_engine
@@ -27,9 +27,11 @@ def target_gpu(prepared) -> str | None:
 
 
 def _runs_on_gpus_here(prepared) -> bool:
-    import torch
+    """A local GPU launch this machine has the GPUs for (one it has not can only be dry-run here)."""
+    from runtime import executors
 
-    return prepared.executor == "local" and prepared.config.trainer.accelerator == "gpu" and torch.cuda.is_available()
+    trainer = prepared.config.trainer
+    return prepared.executor == "local" and trainer.accelerator == "gpu" and executors.has_the_gpus(trainer)
 
 
 def _attention(prepared) -> tuple[bool | None, str]:

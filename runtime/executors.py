@@ -28,8 +28,21 @@ def check_can_run(recipe) -> None:
         raise UserError(
             f"trainer.num_nodes={recipe.trainer.num_nodes}: the local executor runs on this machine only (use executor=slurm)"
         )
-    if recipe.trainer.accelerator == "gpu" and not torch.cuda.is_available():
-        raise UserError("trainer.accelerator='gpu' but this machine has no CUDA device: run a tiny_* recipe, or --dryrun")
+    if recipe.trainer.accelerator == "gpu" and not has_the_gpus(recipe.trainer):
+        raise UserError(
+            f"trainer.accelerator='gpu' with trainer.devices={recipe.trainer.devices}, but this machine has "
+            f"{cuda_devices()} CUDA device(s): run a tiny_* recipe, or --dryrun, or set trainer.devices"
+        )
+
+
+def cuda_devices() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def has_the_gpus(trainer) -> bool:
+    """Whether this machine has the CUDA devices a one-node GPU run of `trainer` asks for."""
+    wanted = trainer.devices if isinstance(trainer.devices, int) else 1  # "auto" takes what there is
+    return trainer.num_nodes == 1 and 0 < wanted <= cuda_devices()
 
 
 def describe(executor: run.LocalExecutor | None, name: str) -> str:

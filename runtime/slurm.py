@@ -183,8 +183,10 @@ def resolve_after(after: str) -> list[str]:
     for path in candidates:
         if not path.is_dir():
             continue
+        # experiments/<title>/<id> is an id; experiments/<title> a title (which may hold underscores too).
+        by_id = path != experiments / after
         try:
-            exp = run.Experiment.from_id(after) if path.name == after and title else run.Experiment.from_title(after)
+            exp = run.Experiment.from_id(after) if by_id else run.Experiment.from_title(after)
         except Exception as error:  # noqa: BLE001 - a broken store is the user's problem, said plainly
             raise UserError(f"--after {after}: cannot load the nemo_run experiment: {error}") from None
         ids = [job_id_of(job.handle) for job in exp.jobs if getattr(job, "handle", None)]

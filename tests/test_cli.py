@@ -123,10 +123,15 @@ def test_diff_takes_overrides_on_the_first_recipe(nemo, capsys):
     assert "1 fields differ" in out and "optim.config.lr: 0.0001 -> 5e-06" in out
 
 
-def test_gpu_recipe_refuses_to_train_without_cuda(nemo, capsys):
-    code, _, err = run_cli(capsys, "recipe=llama32_1b_sft", "data.dataset_root=/tmp", "trainer.max_steps=10")
+def test_gpu_recipe_refuses_to_train_without_the_gpus_it_asks_for(nemo, capsys):
+    """64 GPUs on one node: more than any machine this suite runs on has (none on the CPU ones, one on the GPU one)."""
+    import torch
+
+    here = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    code, _, err = run_cli(capsys, "recipe=llama32_1b_sft", "data.dataset_root=/tmp", "trainer.max_steps=10",
+                           "trainer.devices=64")
     assert code == 2
-    assert "trainer.accelerator='gpu' but this machine has no CUDA device" in err
+    assert f"trainer.accelerator='gpu' with trainer.devices=64, but this machine has {here} CUDA device(s)" in err
 
 
 @pytest.mark.parametrize("argv", [["recipe=a", "recipe=b"], ["trainer.max_steps=1"]])
@@ -135,12 +140,23 @@ def test_exactly_one_recipe(capsys, argv):
     assert code == 2 and "name exactly one recipe" in err
 
 
-def test_one_epoch_is_computed_from_the_data(nemo, capsys):
+def test_one_epoch_is_the_samples_nemos_gpt_dataset_yields_for_the_training_split(nemo, capsys):
+    """The training split's samples as the run's own data module builds them (real tokenizer, NeMo's
+    PreTrainingDataModule, megatron-core's GPTDataset for one epoch): megatron splits the corpus by documents
+    (95% of its 287) and cuts sequences of 129 tokens, which a tokens x 95% / 128 estimate gets wrong (838)."""
+    import fiddle as fdl
+    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+
+    from launcher import session
+
+    module = fdl.build(session.prepare("tiny_llama_pretrain", []).config.data)  # index cache: ./results (a tmp dir)
+    train, _, _ = BlendedMegatronDatasetBuilder(module.dataset_cls, [None, None, None], lambda: True,
+                                                module.gpt_dataset_config).build()
+    assert len(train) == 842
     code, out, _ = run_cli(capsys, "recipe=tiny_llama_pretrain", "trainer.max_steps=-1", "--dryrun")
     assert code == 0
-    # 112998 tokens, 95% for training, sequences of 128, global batch 8
-    assert "trainer.max_steps=105 (one epoch: 838 samples / global batch 8)" in out
-    assert "max_steps: 105" in out
+    assert f"trainer.max_steps=106 (one epoch: {len(train)} samples / global batch 8)" in out
+    assert "max_steps: 106" in out
 
 
 def test_one_epoch_is_counted_at_launch_and_a_dry_run_needs_no_data(nemo, capsys):
@@ -270,6 +286,8 @@ def test_no_fit_check_lets_it_through_to_the_sbatch_script(nemo, capsys):
 def test_a_cpu_run_larger_than_this_machine_is_refused_before_it_starts(nemo, capsys, tmp_path, monkeypatch):
     from runtime import executors
 
+    # Justified stand-in: were the fit check to regress, the real launch would build a 70B model in this
+    # machine's memory (what the check exists to prevent); recording the call proves the refusal came first.
     started = []
     monkeypatch.setattr(executors, "launch", lambda *args: started.append(args))
     corpus = REPO / "data" / "corpora" / "pydoc_topics_text_document"
@@ -348,6 +366,32 @@ def test_corpus_made_with_another_tokenizer_is_refused(nemo, capsys, smollm2_hf,
     assert code == 2 and "does not fit the recipe" in err, err
     assert f"corpus {corpus} was prepared with tokenizer {smollm2_hf} (vocabulary 49152)" in err
     assert f"tokenizer {REPO / 'models/tokenizers/tiny'}" in err and "re-run python -m data.prepare_pretraining" in err
+
+
+def test_a_blend_of_corpora_reaches_nemos_data_module_and_its_epoch(nemo, capsys, tmp_path):
+    """README "Blends": data.paths=[weight, prefix, weight, prefix] is megatron's blend, weights as given."""
+    import fiddle as fdl
+
+    from data.prepare_pretraining import prepare
+    from launcher import session
+
+    pydoc = REPO / "data" / "corpora" / "pydoc_topics_text_document"
+    other = prepare(str(REPO / "data" / "corpora" / "pydoc_topics.jsonl"), str(REPO / "models" / "tokenizers" / "tiny"),
+                    str(tmp_path / "copy"), append_eod=True, workers=1).prefix  # a second corpus, the same text
+    blend = f"data.paths=[0.7,{pydoc},0.3,{other}]"
+    module = fdl.build(session.prepare("tiny_llama_pretrain", [blend]).config.data)
+    assert list(module.build_kwargs["blend"]) == [[str(pydoc), other], [0.7, 0.3]]
+    code, out, err = run_cli(capsys, "recipe=tiny_llama_pretrain", blend, "--dryrun")
+    assert code == 0, err
+    assert f"  paths:\n  - 0.7\n  - <repo>/data/corpora/pydoc_topics_text_document\n  - 0.3\n  - {other}\n" in out
+    # One epoch of corpora drawn by weight is undefined: refused, naming the fix.
+    code, _, err = run_cli(capsys, "recipe=tiny_llama_pretrain", blend, "trainer.max_steps=-1", "--dryrun")
+    assert code == 2 and "trainer.max_steps=-1 (one epoch) is not defined for a weighted blend" in err
+    assert "set trainer.max_steps" in err
+    # Without weights, one epoch is one pass over each: twice the 842 samples of one copy.
+    code, out, err = run_cli(capsys, "recipe=tiny_llama_pretrain", f"data.paths=[{pydoc},{other}]", "trainer.max_steps=-1", "--dryrun")
+    assert code == 0, err
+    assert "trainer.max_steps=211 (one epoch: 1684 samples / global batch 8)" in out
 
 
 def test_overrides_may_come_before_or_after_the_options():

@@ -8,9 +8,11 @@ CHAT_SFT = REPO / "data" / "sft_examples" / "chat_sft"
 
 pytestmark = pytest.mark.slow  # every test here trains or launches training
 
-# Recorded from a clean run of tiny_llama_pretrain (seeded; CPU float32). A change to the model,
-# data, optimizer or CPU path that alters training shows up here.
+# Recorded from a clean run of tiny_llama_pretrain (seeded; CPU float32) with RECORDED_THREADS intra-op threads
+# per process, which the runs compared with it are given: float32 sums change with the thread count. A change to
+# the model, data, optimizer or CPU path that alters training shows up here.
 RECORDED_PRETRAIN_LOSSES = [8.318, 8.308, 8.26, 8.157, 8.045]
+RECORDED_THREADS = "2"
 
 
 def output_of(result) -> str:
@@ -18,7 +20,7 @@ def output_of(result) -> str:
 
 
 def test_tiny_pretrain_learns_saves_and_resumes(tmp_path):
-    first = launch("recipe=tiny_llama_pretrain", "trainer.max_steps=20", cwd=tmp_path)
+    first = launch("recipe=tiny_llama_pretrain", "trainer.max_steps=20", cwd=tmp_path, OMP_NUM_THREADS=RECORDED_THREADS)
     assert_succeeded(first)
     steps = training_steps(output_of(first))
     assert [s[0] for s in steps] == list(range(20))
@@ -50,11 +52,14 @@ def test_tensor_parallel_2_over_two_processes(tmp_path):
         "trainer.strategy.tensor_model_parallel_size=2",
         "trainer.max_steps=8",
         cwd=tmp_path,
+        OMP_NUM_THREADS=RECORDED_THREADS,
     )
     assert_succeeded(result)
     assert "--nproc-per-node 2" in output_of(result) or "nproc_per_node           : 2" in output_of(result)
     steps = training_steps(output_of(result))
     assert len(steps) == 8 and steps[-1][1] < steps[0][1]
+    # The same seed split over two ranks trains as one process does: the recorded single-process losses.
+    assert [loss for _, loss, _ in steps[:5]] == pytest_approx(RECORDED_PRETRAIN_LOSSES)
 
 
 def test_data_parallel_2_over_two_processes_checkpoints_and_resumes_exactly(tmp_path):
@@ -97,6 +102,30 @@ def test_tiny_lora_trains_only_adapters_and_learns(tmp_path):
     assert "Adding lora to" in output
     losses = [loss for _, loss, _ in training_steps(output)]
     assert len(losses) == 12 and losses[-1] < losses[0], losses
+    # The checkpoint NeMo's PEFT writes holds what was trained, with its Adam state: exactly the A and B matrices of
+    # the four adapted projections in both layers, no base weight. The optimizer updates nothing else.
+    last = next((tmp_path / "results" / "tiny_llama_lora" / "checkpoints").glob("*-last"))
+    tensors = checkpoint_tensors(last)
+    adapters = {f"module.decoder.layers.{layer}.adapter.linear_{side}.weight"
+                for layer in ("self_attention.linear_qkv", "self_attention.linear_proj", "mlp.linear_fc1", "mlp.linear_fc2")
+                for side in ("in", "out")}
+    assert {name for name in tensors if not name.startswith("optimizer.")} == adapters
+    assert {name.split(".", 3)[3] for name in tensors if name.startswith("optimizer.")} == adapters
+    assert {name.split(".")[2] for name in tensors if name.startswith("optimizer.")} == {"exp_avg", "exp_avg_sq"}
+    for name in adapters:
+        assert tensors[name].shape[0] == 2 and tensors[name].abs().max() > 0, name  # 2 layers; B left zero init
+
+
+def checkpoint_tensors(checkpoint) -> dict:
+    """Every tensor a dist checkpoint holds (model and optimizer state), by name, read without building a model."""
+    from megatron.core import dist_checkpointing
+
+    from conversion._cpu import cuda_queries_answered_by_cpu
+    from conversion.average import single_process_megatron
+
+    with single_process_megatron(), cuda_queries_answered_by_cpu():
+        loaded = dist_checkpointing.load_plain_tensors(str(checkpoint / "weights"))
+    return {name: value for name, value in loaded.items() if hasattr(value, "shape")}
 
 
 def test_tiny_sft_learns_multi_turn_chat_from_the_launcher(tmp_path):

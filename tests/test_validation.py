@@ -63,9 +63,9 @@ RULE_CASES = {
         [TINY, "trainer.strategy.sequence_parallel=true"],
         "trainer.strategy.sequence_parallel=True needs trainer.strategy.tensor_model_parallel_size > 1 (it is 1)",
     ),
-    "fp8": (
-        ["llama31_8b_sft", "trainer.plugins.fp8=hybrid"],
-        "trainer.plugins.fp8='hybrid' needs Transformer Engine",
+    "fp8 needs a GPU": (
+        [TINY, "trainer.plugins.fp8=hybrid"],
+        "trainer.plugins.fp8='hybrid' needs a GPU (trainer.accelerator is 'cpu')",
     ),
     "cpu offloading offloads something": (
         [TINY, "model.config.cpu_offloading=true", "model.config.cpu_offloading_num_layers=1",
@@ -166,6 +166,17 @@ RULE_CASES = {
 def test_rule(nemo, case):
     arguments, expected = RULE_CASES[case]
     assert expected in problems_of(*arguments)
+
+
+def test_fp8_needs_transformer_engine_where_it_is_not_installed(nemo):
+    """Holds on any machine: refused here without Transformer Engine, accepted (on a GPU recipe) where it is."""
+    from common import transformer_engine
+
+    refusal = "trainer.plugins.fp8='hybrid' needs Transformer Engine"
+    if transformer_engine.is_installed():
+        assert session.prepare("llama31_8b_sft", ["trainer.plugins.fp8=hybrid"], fit_to_machine=False)
+    else:
+        assert refusal in problems_of("llama31_8b_sft", "trainer.plugins.fp8=hybrid")
 
 
 def test_every_problem_is_reported_at_once(nemo):

@@ -205,28 +205,34 @@ def heldout_questions(rng: random.Random, seen: set[str], count: int) -> list[di
     return questions
 
 
-def write_chat_examples(rng: random.Random) -> None:
+def write_chat_examples(rng: random.Random, out: Path) -> None:
     from data.sft import split_validation, write_jsonl as write_sft_jsonl
 
     records = chat_records(rng, 240)
-    write_jsonl(HERE / "chat.jsonl", records)
-    write_jsonl(HERE / "answers.jsonl", answer_records(records))
+    write_jsonl(out / "chat.jsonl", records)
+    write_jsonl(out / "answers.jsonl", answer_records(records))
     training, validation = split_validation(records, 0.05)
-    write_sft_jsonl(HERE / "chat_sft" / "training.jsonl", training)
-    write_sft_jsonl(HERE / "chat_sft" / "validation.jsonl", validation)
+    write_sft_jsonl(out / "chat_sft" / "training.jsonl", training)
+    write_sft_jsonl(out / "chat_sft" / "validation.jsonl", validation)
     seen = {m["content"] for r in records for m in r["messages"] if m["role"] == "user"}
-    write_jsonl(HERE / "chat_heldout.jsonl", heldout_questions(rng, seen, 40))
+    write_jsonl(out / "chat_heldout.jsonl", heldout_questions(rng, seen, 40))
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Regenerate the shipped SFT and preference examples.")
+    parser.add_argument("--output-dir", type=Path, default=HERE, help="where to write them (default: beside this file)")
+    out = parser.parse_args(argv).output_dir
+    (out / "chat_sft").mkdir(parents=True, exist_ok=True)
     rng = random.Random(SEED)
-    write_jsonl(HERE / "prompt_response.jsonl", prompt_response_records(rng))
-    write_jsonl(HERE / "preference_pairs.jsonl", preference_records(rng))
-    write_chat_examples(random.Random(SEED + 1))
+    write_jsonl(out / "prompt_response.jsonl", prompt_response_records(rng))
+    write_jsonl(out / "preference_pairs.jsonl", preference_records(rng))
+    write_chat_examples(random.Random(SEED + 1), out)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from conversion.average import (
     select_checkpoints,
     single_process_megatron,
 )
-from conversion.errors import ConversionError
+from conversion.errors import ConversionError, ConversionFailed
 
 
 def linked_checkpoint(source: Path, dest: Path) -> Path:
@@ -54,6 +54,10 @@ def run_dir(smollm2_nemo, tmp_path_factory) -> Path:
 
 
 def test_select_last_k_and_named_steps(run_dir):
+    with pytest.raises(ConversionError, match=r"give --last K \(K >= 1\) or --steps"):
+        select_checkpoints(run_dir, last=0)
+    with pytest.raises(ConversionError, match="no `...step=N...` NeMo 2 checkpoints"):
+        select_checkpoints(run_dir / "checkpoints" / "smollm2--step=100-consumed_samples=800.0" / "context", last=1)
     assert [p.name for p in select_checkpoints(run_dir, last=1)] == ["smollm2--step=200-consumed_samples=1600.0"]
     assert len(select_checkpoints(run_dir, last=2)) == 2
     assert len(select_checkpoints(run_dir / "checkpoints", steps=[100, 200])) == 2
@@ -63,8 +67,25 @@ def test_select_last_k_and_named_steps(run_dir):
         select_checkpoints(run_dir, last=3)
 
 
-def test_average_is_exact_elementwise_mean(smollm2_nemo, run_dir, tmp_path):
-    out = average_checkpoints(select_checkpoints(run_dir, last=2), tmp_path / "averaged")
+def test_average_is_exact_elementwise_mean_and_replaces_an_output_only_once_complete(smollm2_nemo, run_dir, tmp_path):
+    out = tmp_path / "averaged"
+    out.mkdir()
+    (out / "earlier-output").write_text("kept until a new average is complete")
+    with pytest.raises(ConversionError, match=r"already exists \(pass --overwrite to replace it\)"):
+        average_checkpoints(select_checkpoints(run_dir, last=2), out)
+    # A run that fails after it started (a checkpoint whose context does not match its weights) leaves it as it was.
+    mismatched = linked_checkpoint(smollm2_nemo, tmp_path / "mismatched")
+    io_json = mismatched / "context" / "io.json"
+    io_json.write_text(io_json.read_text().replace('"value": 1536, "paths": ["<root>.model.config.ffn_hidden_size"]',
+                                                   '"value": 1600, "paths": ["<root>.model.config.ffn_hidden_size"]'))
+    with pytest.raises(ConversionFailed, match="do not share the model"):
+        average_checkpoints([smollm2_nemo, mismatched], out, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["averaged", "mismatched"]  # no partial output left
+    assert [p.name for p in out.iterdir()] == ["earlier-output"]
+
+    assert average_checkpoints(select_checkpoints(run_dir, last=2), out, overwrite=True) == out.resolve()
+    assert not (out / "earlier-output").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["averaged", "mismatched"]
     assert (out / "context" / "io.json").is_file()
     assert (out / "weights" / "metadata.json").is_file()
 

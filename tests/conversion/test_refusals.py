@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -93,6 +94,19 @@ def test_import_refuses_rope_scaling_nemo_would_drop(smollm2_hf, tmp_path):
     source = hf_folder_like(smollm2_hf, tmp_path / "hf", config_changes={"rope_scaling": {"rope_type": "linear", "factor": 2.0}})
     with pytest.raises(ConversionError, match="rope_scaling"):
         import_hf(source, tmp_path / "out")
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({"attention_bias": True}, "attention_bias=true (Llama mapping has no biases)"),
+    ({"mlp_bias": True}, "mlp_bias=true (Llama mapping has no biases)"),
+    ({"hidden_act": "gelu"}, "hidden_act='gelu' (only silu/SwiGLU is mapped)"),
+], ids=["attention_bias", "mlp_bias", "activation"])
+def test_import_refuses_biases_and_activations_nemo_would_drop(smollm2_hf, tmp_path, changes, reason):
+    source = hf_folder_like(smollm2_hf, tmp_path / "hf", config_changes=changes)
+    out = tmp_path / "out"
+    with pytest.raises(ConversionError, match=re.escape(f"cannot import faithfully: {reason}")):
+        import_hf(source, out)
+    assert_nothing_written(out)
 
 
 def test_import_refuses_a_folder_that_is_not_the_named_catalog_model(smollm2_hf, tmp_path, monkeypatch):

@@ -1,15 +1,8 @@
 """data.prepare_pretraining: JSONL -> megatron .bin/.idx, checked with the real tokenizer and readers.
 
-The golden pair under tests/data/golden/ was written by Megatron-LM's own script (tag core_v0.15.3,
-commit 309ffca6a40553362d44fd17efc56b772fa1aa44, matching the pinned megatron-core) from the repo root:
-
-    PYTHONPATH=$MEGATRON_LM python $MEGATRON_LM/tools/preprocess_data.py \\
-        --input tests/data/golden/pretraining_sample.jsonl \\
-        --output-prefix tests/data/golden/pretraining_sample \\
-        --tokenizer-type HuggingFaceTokenizer --tokenizer-model models/tokenizers/tiny \\
-        --workers 1 --append-eod
-
-The sample holds an empty document, non-ASCII text and special-token strings on purpose.
+The golden pair under tests/data/golden/ was written by Megatron-LM's own tools/preprocess_data.py at tag
+core_v0.15.3 (matching the pinned megatron-core): tests/data/golden/regenerate.sh writes it again from a
+Megatron-LM checkout and checks it against the checksums it states, which a test here checks too.
 """
 
 import json
@@ -23,6 +16,7 @@ import pytest
 from data import prepare_pretraining
 from data.core.errors import DataError
 from data.prepare_pretraining import main, prepare
+from local_tokenizers import write_llama3_style_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 TOKENIZER = str(REPO / "models" / "tokenizers" / "tiny")
@@ -101,11 +95,47 @@ def test_without_append_eod_documents_are_bare_tokens(tmp_path, hf_tokenizer, in
     assert [dataset[i].tolist() for i in range(3)] == [hf_tokenizer(t).input_ids for t in texts]
 
 
+@pytest.mark.parametrize("vocabulary", [65_499, 65_500, 128_256])
+def test_bin_dtype_is_int32_from_65500_tokens_and_holds_ids_beyond_uint16(tmp_path, indexed_dataset, vocabulary):
+    """Llama-3-style tokenizers of each size (tests/local_tokenizers.py); the last has Llama 3's real ids."""
+    from megatron.core.datasets.indexed_dataset import DType
+    from transformers import AutoTokenizer
+
+    folder = write_llama3_style_tokenizer(tmp_path / "tokenizer", first_special_id=vocabulary - 256)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert len(tokenizer) == vocabulary
+    text = "<|start_header_id|>user<|end_header_id|>Hi<|eot_id|>"
+    corpus = prepare(str(write_jsonl(tmp_path / "in.jsonl", [{"text": text}])), str(folder), str(tmp_path / "c"), workers=1)
+
+    dataset = indexed_dataset(corpus.prefix)
+    expected = np.uint16 if vocabulary < 65_500 else np.int32
+    assert dataset.index.dtype == expected == DType.optimal_dtype(vocabulary)  # megatron-core's own rule
+    assert dataset[0].tolist() == tokenizer(text).input_ids + [tokenizer.eos_token_id]
+    first = vocabulary - 256  # <|begin_of_text|>: 128000 in the real-sized one
+    assert dataset[0].tolist()[:2] == [first, first + 6]
+
+
 def test_byte_identical_to_megatron_lm_preprocess_data(tmp_path):
     prepare(str(GOLDEN / "pretraining_sample.jsonl"), TOKENIZER, str(tmp_path / "pretraining_sample"), workers=2)
 
     ours = output_bytes(str(tmp_path / "pretraining_sample_text_document"))
     assert ours == output_bytes(str(GOLDEN / "pretraining_sample_text_document"))
+
+
+def test_golden_files_are_the_ones_the_regeneration_script_states():
+    """tests/data/golden/regenerate.sh names Megatron-LM's tag and commit and the sha256 of every input and output."""
+    import hashlib
+
+    script = (GOLDEN / "regenerate.sh").read_text()
+    from importlib.metadata import version
+
+    assert f"MEGATRON_LM_TAG=core_v{version('megatron-core')}\n" in script  # the tag of the pinned megatron-core
+    assert "--tokenizer-model models/tokenizers/tiny" in script
+    stated = dict((path, digest) for digest, path in re.findall(r"^([0-9a-f]{64})  (\S+)$", script, re.M))
+    assert {p for p in stated if p.startswith("tests/data/golden/")} == {
+        f"tests/data/golden/{p.name}" for p in GOLDEN.iterdir() if p.name != "regenerate.sh"}
+    for path, digest in stated.items():
+        assert hashlib.sha256((REPO / path).read_bytes()).hexdigest() == digest, f"{path} differs from regenerate.sh"
 
 
 def test_worker_count_and_rerun_do_not_change_bytes(tmp_path, small_chunks):

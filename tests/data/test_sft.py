@@ -15,7 +15,6 @@ from data.sft import NormaliseOptions
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_TOKENIZER = REPO / "models" / "tokenizers" / "tiny"
-LLAMA3_SPECIAL_TOKENS = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 END_OF_TURN = {"chatml": "<|im_end|>", "llama3_instruct": "<|eot_id|>"}
 
 CONVERSATIONS = [
@@ -37,14 +36,9 @@ def tiny_tokenizer():
 
 
 @pytest.fixture(scope="module")
-def llama3_tokenizer_dir(tmp_path_factory):
-    """The tiny BPE with the Llama 3 special tokens added, saved like a real tokenizer directory."""
-    tokenizer = load_hf_tokenizer(TINY_TOKENIZER)
-    tokenizer.add_special_tokens({"additional_special_tokens": LLAMA3_SPECIAL_TOKENS})
-    tokenizer.chat_template = None
-    directory = tmp_path_factory.mktemp("llama3_tokenizer")
-    tokenizer.save_pretrained(directory)
-    return directory
+def llama3_tokenizer_dir(llama3_style_tokenizer_dir):
+    """Llama 3's special tokens at their real ids (128000 and up; tests/local_tokenizers.py), no chat template."""
+    return llama3_style_tokenizer_dir
 
 
 @pytest.fixture(scope="module")
@@ -256,6 +250,22 @@ def test_llama3_bos_appears_once(llama3_tokenizer):
     assert sequence.input_ids[0] == bos and sequence.input_ids.count(bos) == 1
 
 
+def test_llama3_template_renders_meta_format_with_the_real_special_token_ids(llama3_tokenizer):
+    """Meta's Llama 3 Instruct format, token for token: <|begin_of_text|>=128000, <|start_header_id|>=128006,
+    <|end_header_id|>=128007, <|eot_id|>=128009; only the answer and its <|eot_id|> are trained."""
+    template = chat_templates.prepare_template("llama3_instruct", llama3_tokenizer)
+    sequence = chat_templates.tokenize_conversation(CONVERSATIONS[0], llama3_tokenizer, template)
+
+    def text(words: str) -> list[int]:
+        return llama3_tokenizer(words, add_special_tokens=False).input_ids
+
+    user, answer = text("user"), text("assistant")
+    prompt = [128000, 128006, *user, 128007, *text("\n\nWhat is the capital of France?"), 128009,
+              128006, *answer, 128007, *text("\n\n")]
+    assert sequence.input_ids == prompt + text("Paris.") + [128009]
+    assert sequence.loss_mask == [0] * len(prompt) + [1] * (len(text("Paris.")) + 1)
+
+
 @pytest.mark.parametrize("template_name", ["chatml", "llama3_instruct"])
 def test_template_file_matches_its_jinja_export_through_apply_chat_template(tokenizers, template_name):
     tokenizer = tokenizers[template_name]
@@ -323,9 +333,10 @@ def test_real_smollm2_tokenizer_with_chatml():
         messages = sft.validate_messages(conversation, "test")
         sequence = chat_templates.tokenize_conversation(messages, tokenizer, template)
         assert trained_runs(sequence, tokenizer) == [m["content"] + "<|im_end|>" for m in messages if m["role"] == "assistant"]
-    if not chat_templates.GENERATION_MARKER.search(tokenizer.chat_template or ""):
-        with pytest.raises(TemplateError, match="cannot be located"):
-            chat_templates.prepare_template("hf", tokenizer)
+    # SmolLM2's own template has no {% generation %} markers: --template hf cannot find its answers.
+    assert tokenizer.chat_template and not chat_templates.GENERATION_MARKER.search(tokenizer.chat_template)
+    with pytest.raises(TemplateError, match="cannot be located"):
+        chat_templates.prepare_template("hf", tokenizer)
 
 
 # ------------------------------------------------------------------------------ NeMo reads our JSONL
@@ -353,20 +364,28 @@ def test_nemo_gpt_sft_dataset_reads_input_output_jsonl(tmp_path, nemo_tiny_token
     assert batch["tokens"].shape == batch["loss_mask"].shape
 
 
-def test_nemo_chat_dataset_reads_messages_jsonl_with_installed_template(tmp_path, nemo_tiny_tokenizer):
+# NeMo's chat path appends a trained eos after the template's last token when the tokenizer's eos_id is truthy
+# and not already last: the Llama-3-style tokenizer's <|end_of_text|> (128001) after <|eot_id|>; the tiny
+# tokenizer's eos is id 0, which that check skips.
+EOS_ID = {"chatml": 0, "llama3_instruct": 128001}
+
+
+@pytest.mark.parametrize("template_name", ["chatml", "llama3_instruct"])
+def test_nemo_chat_dataset_reads_messages_jsonl_with_installed_template(tmp_path, tokenizers, template_name):
+    from nemo.collections.common.tokenizers import AutoTokenizer
     from nemo.collections.llm.gpt.data.core import create_sft_dataset
 
+    nemo_tokenizer = AutoTokenizer(tokenizers[template_name].name_or_path)
+    assert nemo_tokenizer.eos_id == EOS_ID[template_name]
     path = write_lines(tmp_path / "training.jsonl", [{"messages": sft.validate_messages(c, "t")} for c in CONVERSATIONS])
-    sft.install_chat_template(nemo_tiny_tokenizer, "chatml")
-    dataset = create_sft_dataset(path, tokenizer=nemo_tiny_tokenizer, seq_length=256, chat=True,
+    sft.install_chat_template(nemo_tokenizer, template_name)
+    dataset = create_sft_dataset(path, tokenizer=nemo_tokenizer, seq_length=256, chat=True,
                                  use_hf_tokenizer_chat_template=True, memmap_workers=1)  # fmt: skip
-    template = chat_templates.load_template("chatml")
+    template = chat_templates.load_template(template_name)
+    eos = [EOS_ID[template_name]] if EOS_ID[template_name] else []
     for index, conversation in enumerate(CONVERSATIONS):
-        ours = chat_templates.tokenize_conversation(sft.validate_messages(conversation, "t"), nemo_tiny_tokenizer.tokenizer, template)
+        ours = chat_templates.tokenize_conversation(sft.validate_messages(conversation, "t"), nemo_tokenizer.tokenizer, template)
         item = dataset[index]
-        # NeMo's chat path appends a trained EOS after the last "\n" -- unless eos_id is 0 (falsy), as in
-        # the tiny tokenizer; everything before it is identical
-        eos = [nemo_tiny_tokenizer.eos_id] if nemo_tiny_tokenizer.eos_id else []
         assert item["input_ids"].tolist() == ours.input_ids + eos
         assert item["loss_mask"].int().tolist() == ours.loss_mask + [1] * len(eos)
     batch = dataset.collate_fn([dataset[0], dataset[1]])
@@ -396,3 +415,16 @@ def test_chat_data_module_installs_template(tmp_path):
     datamodule = sft.chat_data_module("chatml", **kwargs)
     assert isinstance(datamodule, ChatDataModule) and datamodule.use_hf_tokenizer_chat_template
     assert tokenizer.tokenizer.chat_template == chat_templates.template_to_jinja(chat_templates.load_template("chatml"))
+
+
+def test_shipped_examples_are_what_their_generator_writes(tmp_path):
+    """data/sft_examples/*.jsonl and chat_sft/ (data/README.md, "Shipped examples") regenerate byte for byte."""
+    from data.sft_examples import generate
+
+    generate.main(["--output-dir", str(tmp_path)])
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.jsonl"))
+    assert [str(p) for p in written] == ["answers.jsonl", "chat.jsonl", "chat_heldout.jsonl", "chat_sft/training.jsonl",
+                                         "chat_sft/validation.jsonl", "preference_pairs.jsonl", "prompt_response.jsonl"]
+    for relative in written:
+        shipped = REPO / "data" / "sft_examples" / relative
+        assert (tmp_path / relative).read_bytes() == shipped.read_bytes(), f"{shipped} is stale: python -m data.sft_examples.generate"

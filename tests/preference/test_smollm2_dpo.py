@@ -107,9 +107,16 @@ def test_trained_checkpoint_exports_and_loads_in_transformers(trained, smollm2_h
     accuracy = sum(m > 0 for m in margins) / len(margins)
     print(f"\nexported model, 8 training pairs: DPO margin {sum(margins) / len(margins):.3f}, accuracy {accuracy:.2f}")
     assert sum(margins) / len(margins) > 0.05 and accuracy >= 0.75
-    # a working chat model still: greedy text for a prompt, through the exported tokenizer's chat template
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is 2 + 2?"}], add_generation_prompt=True,
-                                           return_tensors="pt")
-    generated = policy.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=8, do_sample=False,
-                                pad_token_id=tokenizer.eos_token_id)
-    assert generated.shape[1] > prompt.shape[1]
+    # A working chat model still: through the exported tokenizer's chat template, the greedy answer to a known
+    # question is the original model's ("The capital of France is Paris.", STACK.md), not merely some text.
+    prompt = tokenizer(tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                                     tokenize=False, add_generation_prompt=True), return_tensors="pt").input_ids
+
+    def answer(model) -> str:
+        generated = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=10, do_sample=False,
+                                   pad_token_id=tokenizer.eos_token_id)
+        return tokenizer.decode(generated[0, prompt.shape[1]:], skip_special_tokens=True)
+
+    trained_answer, original_answer = answer(policy), answer(reference)
+    print(f"exported model: {trained_answer!r} (original: {original_answer!r})")
+    assert "Paris" in original_answer and trained_answer == original_answer

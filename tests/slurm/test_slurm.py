@@ -10,7 +10,6 @@ ends them (SIGTERM within 30 s); its three --then jobs each import NeMo or trans
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -22,26 +21,12 @@ import pytest
 from launching import child_environment, training_steps
 
 REPO = Path(__file__).resolve().parents[2]
-CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 SECRET = "hf_PLANTED_s3cret_value_4711"
 OTHER_SECRET = "planted-api-key-0815"
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    result = subprocess.run([str(CLUSTER), "up"], capture_output=True, text=True, timeout=600)
-    if result.returncode != 0:
-        if shutil.which("slurmctld") is None:
-            pytest.skip(f"Slurm could not be installed here (cluster.sh up: {result.stderr.strip()[-300:]})")
-        pytest.fail(f"cluster.sh up failed:\n{result.stdout}\n{result.stderr}")
-    match = re.search(r"export SLURM_CONF=(\S+)", result.stdout)
-    assert match, result.stdout
-    os.environ["SLURM_CONF"] = match.group(1)
-    return match.group(1)
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory, cluster):
+def home(tmp_path_factory):
     """nemo_run's experiment store for this module, secrets planted in the submitter's environment."""
     home = tmp_path_factory.mktemp("nemorun")
     saved = {k: os.environ.get(k) for k in ("NEMORUN_HOME", "HF_TOKEN", "MY_API_KEY")}
@@ -121,7 +106,7 @@ def end_time_limit_soon(job_id: str) -> None:
 
 
 @pytest.mark.slow
-def test_chain_of_two_jobs_resumes_then_averages_exports_evaluates(home, tmp_path):
+def test_chain_of_two_jobs_resumes_then_averages_exports_evaluates(cluster, home, tmp_path):
     """launch.py --jobs 2 --then average,export,eval: job 2 waits for job 1 (afterany); each job's time limit
     ends mid-run (the test moves it), Slurm's SIGTERM makes it save and exit, and job 2 resumes from exactly
     job 1's step; then one job per step, each afterok on the one before, the last writing the evaluation JSON."""
@@ -224,7 +209,7 @@ BROKEN = [
 
 
 @pytest.mark.slow
-def test_failed_job_afterany_runs_next_afterok_cancels_it(session_api, home, capsys):
+def test_failed_job_afterany_runs_next_afterok_cancels_it(cluster, session_api, home, capsys):
     exp_any, (a1, a2) = submit(session_api, BROKEN, capsys=capsys)
     exp_ok, (b1, b2) = submit(session_api, [*BROKEN, "executor.dependency_type=afterok"], capsys=capsys)
     states = wait_done([a1, a2, b1, b2], timeout_s=120)
@@ -235,6 +220,7 @@ def test_failed_job_afterany_runs_next_afterok_cancels_it(session_api, home, cap
     # afterok: Slurm cancels the dependent job; it never starts.
     assert states[b1]["JobState"] == "FAILED"
     assert states[b2]["JobState"] == "CANCELLED" and states[b2]["Reason"] == "DependencyNeverSatisfied"
+    assert states[b2]["Dependency"] == f"afterok:{b1}(failed)"  # Slurm's record: exactly the chain's job before
 
     exp_dir = home / "experiments" / "tiny_llama_pretrain" / exp_any
     batch_out = next((exp_dir / "tiny_llama_pretrain-1").glob("sbatch_*.out")).read_text()
@@ -249,6 +235,7 @@ def test_failed_job_afterany_runs_next_afterok_cancels_it(session_api, home, cap
 
     assert slurm.resolve_after(a1) == [a1]
     assert slurm.resolve_after(exp_any) == [a1, a2]
+    assert slurm.resolve_after("tiny_llama_pretrain") == [b1, b2]  # an experiment title: its newest experiment
     with pytest.raises(UserError, match="Slurm does not know this job"):
         slurm.resolve_after("987654")
     with pytest.raises(UserError, match="neither a Slurm job id nor a nemo_run experiment"):
@@ -268,9 +255,14 @@ def test_secrets_in_executor_env_vars_are_refused(session_api):
         session_api.prepare("tiny_llama_pretrain", ["executor.partition=debug"])
 
 
-def test_gpu_sbatch_scripts_rendered_not_run(session_api, home):
-    """Two 8-GPU nodes in a pyxis container, a chain of 2: the scripts are printed, nothing is submitted."""
-    before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
+def test_gpu_sbatch_scripts_rendered_not_run(session_api, home, tmp_path):
+    """Two 8-GPU nodes in a pyxis container, a chain of 2: the scripts are printed, nothing is submitted.
+    Needs no cluster: an `sbatch` first on PATH records any call, so a submission cannot go unseen."""
+    tripwire = tmp_path / "bin" / "sbatch"
+    tripwire.parent.mkdir()
+    tripwire.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'sbatch-called'}\nexit 1\n")
+    tripwire.chmod(0o755)
+    os.environ["PATH"] = f"{tripwire.parent}{os.pathsep}{os.environ['PATH']}"  # restored after the test
     prepared = session_api.prepare(
         "llama31_8b_pretrain",
         [
@@ -316,7 +308,7 @@ def test_gpu_sbatch_scripts_rendered_not_run(session_api, home):
         assert "export PATH=" not in script  # the container's python, not this venv
     assert "--dependency" not in first
     assert "#SBATCH --dependency='afterany:<job id of llama31_8b_pretrain-1>'" in second
-    assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout == before
+    assert not (tmp_path / "sbatch-called").exists(), (tmp_path / "sbatch-called").read_text()
 
 
 def test_cluster_preset_file_with_command_line_override(session_api, home, tmp_path):
@@ -357,3 +349,27 @@ def test_cluster_preset_file_with_command_line_override(session_api, home, tmp_p
     bad.write_text("partition: batch\n")
     with pytest.raises(UserError, match="must be a mapping with `executor: local | slurm`"):
         session_api.prepare("tiny_llama_pretrain", [f"executor={bad}"])
+
+
+def test_python_chain_of_different_steps_renders_each_step_after_the_one_before(session_api):
+    """runtime/SLURM.md, "Chains of different steps from Python": train, then an export on a smaller allocation,
+    afterok, both held back by an earlier job id; rendered as submit would write them (needs no cluster)."""
+    import nemo_run as run
+
+    from conversion.nemo_to_hf import export_nemo
+    from runtime import slurm
+
+    train = session_api.prepare("tiny_llama_pretrain", ["executor=slurm", "executor.partition=debug"])
+    executor = slurm.build(train.executor_config)
+    export_executor = executor.clone()
+    export_executor.time = "00:20:00"
+    export_executor.dependency_type = "afterok"
+    steps = [
+        ("train", session_api.task(train), None),
+        ("export", run.Partial(export_nemo, "results/tiny_llama_pretrain/checkpoints", "results/hf"), export_executor),
+    ]
+    (train_name, train_script), (export_name, export_script) = slurm.render("tiny_llama_train_export", executor, steps, ["4711"])
+    assert (train_name, export_name) == ("train", "export")
+    assert "#SBATCH --dependency=afterany:4711\n" in train_script and "#SBATCH --partition=debug" in train_script
+    assert "#SBATCH --dependency='afterok:<job id of train>'" in export_script
+    assert "#SBATCH --time=00:20:00" in export_script and "#SBATCH --time=00:20:00" not in train_script

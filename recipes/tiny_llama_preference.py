@@ -14,7 +14,7 @@ def _tiny(recipe: run.Partial) -> run.Partial:
     recipe.data.micro_batch_size = 8  # 4 pairs
     recipe.data.validation_pairs = 16
     recipe.trainer.val_check_interval = 15
-    recipe.trainer.limit_val_batches = 2
+    recipe.trainer.limit_val_batches = 2  # validation steps of 8 pairs: the 16 held-out pairs
     recipe.trainer.num_sanity_val_steps = 0
     recipe.trainer.log_every_n_steps = 1
     recipe.log.ckpt.every_n_train_steps = 30

@@ -34,7 +34,8 @@ With pipeline parallel, micro batches are padded to their longest pair, so the m
 Losses and log-prob maths (pure torch): training/preference_losses.py.
 
 Logged each step (in the training log line): reduced_train_loss, reward_chosen, reward_rejected,
-reward_margin, reward_accuracy (fraction of pairs with chosen reward > rejected reward).
+reward_margin, reward_accuracy (fraction of pairs with chosen reward > rejected reward); by validation,
+val_loss (NeMo's strategy) and the rewards with a val_ prefix, averaged over its steps.
 """
 
 from __future__ import annotations

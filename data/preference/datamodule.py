@@ -343,6 +343,15 @@ class PreferenceDataModule(pl.LightningDataModule):
     state_dict = FineTuningDataModule.state_dict
     load_state_dict = FineTuningDataModule.load_state_dict
 
+    def reconfigure_limit_batches(self) -> None:
+        """`trainer.limit_val_batches` (an int) counts validation steps, as with NeMo's pretraining data: NeMo's
+        strategy calls this at setup. Lightning counts the loader's micro batches instead, and a validation
+        step that runs out of them mid-step (limit below the micro batches of one global batch) ends the
+        validation with a StopIteration that Lightning swallows: nothing validated, no val_ metric logged."""
+        from nemo.collections.llm.gpt.data.utils import _reconfigure_limit_batches
+
+        self.trainer.limit_val_batches = _reconfigure_limit_batches(self.trainer.limit_val_batches, None)
+
     def collate(self, split: str) -> "_Collate":
         return _Collate(split, self.pad_to_multiple_of, self.create_attention_mask, self.pack_pairs)
 

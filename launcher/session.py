@@ -7,6 +7,7 @@ import nemo_run as run
 
 from common.errors import UserError
 from launcher import chain, data_files, epoch, executor_args, overrides, plans, resolve, starting_weights, validation
+from launcher.rules import preference
 from recipes import registry
 from recipes.blocks import ONE_EPOCH
 from runtime import entry, executors, machine, resume, slurm
@@ -136,7 +137,8 @@ def launch(prepared: Prepared) -> int:
     data_files.require(prepared.config.data)
     starting_weights.require(prepared)
     # The launched process decides again and says which checkpoint it resumes from; here only a refusal.
-    resume.decide(prepared.config.log, prepared.config.resume, starting_weights.expected_architecture(prepared.config))
+    decision = resume.decide(prepared.config.log, prepared.config.resume, starting_weights.expected_architecture(prepared.config))
+    preference.require_reference_to_resume(prepared.config, decision.checkpoint)
     print(plans.require_fit(prepared))
     executor = executors.for_recipe(prepared.config)
     executors.launch(task(prepared), executor, prepared.name)

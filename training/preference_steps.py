@@ -44,6 +44,7 @@ import contextlib
 import functools
 import time
 import weakref
+from pathlib import Path
 from typing import Literal
 
 import lightning.pytorch as pl
@@ -51,6 +52,7 @@ import torch
 
 from nemo.lightning.megatron_parallel import MegatronLossReduction
 
+from common.errors import RunFailed
 from training.preference_losses import batch_logps
 
 REFERENCES = ("precomputed", "adapters_off", "none")
@@ -209,6 +211,29 @@ class PreferenceForwardStep:
         raise RuntimeError(f"no precomputed reference log-probs for split {batch['split']!r}")
 
 
+# ------------------------------------------------------------------------ the table in a checkpoint
+
+REFERENCE_STATE = "reference_logps"  # PreferenceTraining's state: {split: log-probs, 2 rows per pair}
+# Lightning saves callback states under "callbacks"; NeMo's distributed checkpoint keeps that unsharded
+# part of the trainer state in weights/common.pt.
+COMMON_STATE = Path("weights") / "common.pt"
+
+
+def saved_reference_splits(checkpoint) -> set[str]:
+    """The splits whose reference log-probs a NeMo 2 checkpoint holds (none for an SFT checkpoint)."""
+    state = torch.load(Path(checkpoint) / COMMON_STATE, map_location="cpu", weights_only=False)
+    return set(state.get("callbacks", {}).get(PreferenceTraining.__qualname__, {}).get(REFERENCE_STATE, {}))
+
+
+def missing_reference_table(checkpoint, split: str) -> str:
+    """Why a full-parameter DPO run must not resume from `checkpoint`, and what to do instead (one line)."""
+    return (f"cannot resume DPO from checkpoint {checkpoint}: it holds no reference log-probs of the {split} pairs "
+            f"(callbacks.{PreferenceTraining.__qualname__}.{REFERENCE_STATE} in {COMMON_STATE}, which DPO saves and "
+            "an SFT checkpoint lacks), and scoring them now would use its trained weights, not the starting ones: "
+            "resume from a checkpoint of this DPO run, or start a new run (log.log_dir) from these weights "
+            "(resume.restore_config.path)")
+
+
 # ----------------------------------------------------------------------------------------- callback
 
 
@@ -256,7 +281,7 @@ class PreferenceTraining(pl.Callback):
             restored = self.restored_table.get(split)
             if restored is not None:
                 if restored.numel() != 2 * pairs:
-                    raise RuntimeError(
+                    raise RunFailed(
                         f"the resumed checkpoint's reference log-probs cover {restored.numel() // 2} {split} pairs, "
                         f"the data now has {pairs}: resume with the same data.paths / data.validation_pairs, "
                         "or start a new run (log.log_dir) to score the new data")
@@ -264,9 +289,7 @@ class PreferenceTraining(pl.Callback):
                 _say(f"reference log-probs of {pairs} {split} pairs: restored from the checkpoint")
                 continue
             if self.reference == "precomputed" and trainer.global_step > 0:
-                raise RuntimeError(
-                    f"resumed at step {trainer.global_step} from a checkpoint without reference log-probs: scoring "
-                    "them now would use the trained weights, not the starting ones; restart from the starting weights")
+                raise RunFailed(missing_reference_table(trainer.ckpt_path, split))
             started = time.perf_counter()
             self.forward_step.table[split] = precompute_reference(
                 trainer, pl_module, datamodule.reference_batches(split, self.reference_pairs_per_batch), pairs,
@@ -274,10 +297,10 @@ class PreferenceTraining(pl.Callback):
             _say(f"reference log-probs of {pairs} {split} pairs: scored in {time.perf_counter() - started:.1f}s")
 
     def state_dict(self) -> dict:
-        return {"reference_logps": dict(self.forward_step.table)} if self.forward_step.table else {}
+        return {REFERENCE_STATE: dict(self.forward_step.table)} if self.forward_step.table else {}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.restored_table = dict(state_dict.get("reference_logps", {}))
+        self.restored_table = dict(state_dict.get(REFERENCE_STATE, {}))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self._log(trainer, pl_module, pl_module._training_loss_reduction, "")

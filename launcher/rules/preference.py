@@ -4,6 +4,7 @@ PreferenceTraining callback. Batches must keep pairs whole; the reference must e
 import fiddle as fdl
 
 from common import transformer_engine
+from common.errors import UserError
 from launcher.validation import View, rule
 
 CALLBACKS = "trainer.callbacks"
@@ -39,3 +40,17 @@ def check_preference(get: View):
         yield f"{CALLBACKS}.{index}.reference='none' but DPO needs a reference ('precomputed' or 'adapters_off')"
     if needs_reference and reference == "adapters_off" and get("peft") is None:
         yield f"{CALLBACKS}.{index}.reference='adapters_off' needs LoRA adapters (peft), or use reference='precomputed'"
+
+
+def require_reference_to_resume(config, checkpoint) -> None:
+    """Full-parameter DPO keeps the starting weights' log-probs in its checkpoints: resuming from one without
+    them (an SFT checkpoint, one saved by another recipe) would score them with the trained weights."""
+    index, callback = _preference_callback(config)
+    if callback is None or checkpoint is None or callback.reference != "precomputed":
+        return
+    if callback.loss is not None and not fdl.get_callable(callback.loss).needs_reference:
+        return
+    from training.preference_steps import missing_reference_table, saved_reference_splits
+
+    if "train" not in saved_reference_splits(checkpoint):
+        raise UserError(missing_reference_table(checkpoint, "train"))

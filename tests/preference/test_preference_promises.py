@@ -99,5 +99,29 @@ def test_dpo_refuses_to_resume_on_different_data(validated_dpo_run):
     fewer.write_text("".join(Path(PAIRS).read_text().splitlines(keepends=True)[:100]))
     code, output = dpo_run(validated_dpo_run, f"data.paths.0={fewer}", "trainer.max_steps=6")
     assert code == 1, output[-4000:]
-    assert "the resumed checkpoint's reference log-probs cover 134 train pairs, the data now has 84" in output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output[-4000:]
+    assert "the resumed checkpoint's reference log-probs cover 134 train pairs, the data now has 84" in errors[0]
     assert "resume with the same data.paths / data.validation_pairs" in output
+
+
+@pytest.mark.slow
+def test_dpo_refuses_to_resume_from_a_checkpoint_without_the_reference_table(validated_dpo_run, tmp_path):
+    """A copy of the run whose newest checkpoint lost its reference log-probs (what an SFT checkpoint lacks too):
+    refused before launch (exit 2), one error line naming the checkpoint and what is missing, nothing trained."""
+    import torch
+
+    from runtime.resume import saved_checkpoints
+
+    shutil.copytree(validated_dpo_run / "tiny_llama_dpo", tmp_path / "tiny_llama_dpo")
+    newest = saved_checkpoints(tmp_path / "tiny_llama_dpo" / "checkpoints")[0]  # the one a resume takes
+    common = newest / "weights" / "common.pt"
+    state = torch.load(common, map_location="cpu", weights_only=False)
+    del state["callbacks"]["PreferenceTraining"]["reference_logps"]
+    torch.save(state, common)
+    saved = sorted(p.name for p in newest.parent.iterdir())
+    code, output = dpo_run(tmp_path, "trainer.max_steps=6")
+    assert code == 2, output[-4000:]
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"cannot resume DPO from checkpoint {newest}: it holds no reference log-probs of the train pairs" in errors[0], output[-4000:]
+    assert sorted(p.name for p in newest.parent.iterdir()) == saved

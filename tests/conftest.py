@@ -121,12 +121,14 @@ def shares_a_module_fixture(item) -> bool:
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (`make test` runs two workers with --dist loadgroup), the tests of a module that share a
     module fixture run on one worker, so the fixture is built once; every other test goes wherever a worker is
-    free. Without xdist the group marks do nothing."""
+    free, the slow ones first. Without xdist the group marks do nothing."""
     for item in items:
         if shares_a_module_fixture(item):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
         if any(name in item.fixturenames for name in LOADS_SMOLLM2):
             item.add_marker(pytest.mark.slow)  # the import alone is about a minute
+    # Long tests first, so that neither worker is left with one at the end while the other idles.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.hookimpl(hookwrapper=True)

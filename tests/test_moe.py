@@ -1,5 +1,7 @@
 """The tiny mixture of experts trains on CPU through launch.py: one process, and expert parallel 2 over two
-gloo processes with the same losses, checkpoints and exact resume.
+gloo processes with the same losses, checkpoints and exact resume. The two-process runs are also the suite's
+data-parallel proof: expert parallel 2 on 2 processes is data parallel 2 for every dense weight (each rank
+takes half of each global batch, their gradients all-reduced), and a run of it resumes exactly.
 
 Megatron seeds each expert-parallel rank's experts differently (its expert RNG tracker), so runs of different
 expert-parallel sizes initialise different experts. To compare like with like, every run here starts from one
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from launching import assert_succeeded, interrupt_after, launch
+from launching import assert_succeeded, interrupt_after, launch, training_steps
 
 pytestmark = pytest.mark.slow  # every test here trains
 
@@ -91,6 +93,8 @@ def test_expert_parallel_2_over_two_processes_equals_one_process(one_process, ex
     assert "--nproc-per-node 2" in parallel_output or "nproc_per_node           : 2" in parallel_output
     assert parameters_logged(parallel_output) == PARAMETERS_ON_EXPERT_PARALLEL_RANK
     assert sorted(parallel) == list(range(STEPS))
+    # Two data-parallel ranks of micro batch 4 fill the global batch of 8 in one micro-step each.
+    assert [consumed for _, _, consumed in training_steps(parallel_output)] == [8 * (step + 1) for step in range(STEPS)]
     for step in range(STEPS):
         assert parallel[step] == pytest.approx(single[step], **TOLERANCE), step
 
@@ -104,6 +108,7 @@ def test_expert_parallel_run_resumes_exactly(one_process, expert_parallel, start
     resumed = launch(*RUN, starting_weights, *EXPERT_PARALLEL_2, cwd=run_dir)
     assert_succeeded(resumed)
     assert "Restoring states from the checkpoint path" in output_of(resumed)
+    assert [consumed for _, _, consumed in training_steps(output_of(resumed))] == [8 * (step + 1) for step in range(3, STEPS)]
     losses = logged_losses(run_dir, skip=before)
     assert sorted(losses) == list(range(3, STEPS))
     for step in range(3, STEPS):

@@ -7,12 +7,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
 
 from runtime.process_group import DISTRIBUTED_VARIABLES
+from warm_launcher import warm_launcher
 
 REPO = Path(__file__).resolve().parents[1]
 FIELD = re.compile(r"(global_step|reduced_train_loss|consumed_samples): ([\d.]+)")
@@ -25,16 +26,32 @@ def child_environment(**variables: str) -> dict[str, str]:
     return dict(inherited, PYTHONUNBUFFERED="1", **variables)
 
 
+def start_launch(args: list[str], cwd: Path, stdout: Path, stderr: Path, **variables: str):
+    """`python launch.py ARGS` started in `cwd` (results/ and nemo_run's state land there) as a session of its own,
+    writing to the files `stdout` and `stderr` (they may be one); NeMo already imported where it can be
+    (tests/warm_launcher.py). Returns a Popen or its warm equivalent (pid, poll, wait)."""
+    env = child_environment(NEMORUN_HOME=str(cwd / ".nemo_run"), **variables)
+    stdout.touch(), stderr.touch()  # for a caller that reads them at once
+    warm = warm_launcher(child_environment())
+    if warm.serves(args, env):
+        return warm.start(args, cwd, env, stdout, stderr)
+    with open(stdout, "a") as out, open(stderr, "a") as err:
+        return subprocess.Popen([sys.executable, str(REPO / "launch.py"), *args], cwd=cwd, env=env,
+                                start_new_session=True, stdout=out, stderr=err)
+
+
 def launch(*args: str, cwd: Path, timeout: int = 600, **variables: str) -> subprocess.CompletedProcess:
-    """`python launch.py ARGS` in `cwd`, so results/ and nemo_run's state land in a temporary folder."""
-    return subprocess.run(
-        [sys.executable, str(REPO / "launch.py"), *args],
-        cwd=cwd,
-        env=child_environment(NEMORUN_HOME=str(cwd / ".nemo_run"), **variables),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """`python launch.py ARGS` in `cwd`, to its end, as subprocess.run with its output captured."""
+    with tempfile.TemporaryDirectory() as logs:
+        stdout, stderr = Path(logs) / "stdout", Path(logs) / "stderr"
+        started = start_launch(list(args), cwd, stdout, stderr, **variables)
+        try:
+            status = started.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(started.pid, signal.SIGKILL)
+            started.wait()
+            raise
+        return subprocess.CompletedProcess([sys.executable, "launch.py", *args], status, stdout.read_text(), stderr.read_text())
 
 
 def training_steps(output: str) -> list[tuple[int, float, int | None]]:
@@ -67,24 +84,18 @@ def launch_until(*args: str, cwd: Path, until: Callable[[str], bool], sig: int =
     """`launch`, but `sig` goes to the launch's whole process group (launch.py, torchrun and its workers) the
     moment `until(output so far)` holds; polled every few milliseconds, so `until` may also watch files.
     Returns (exit status, output). A run that ends before `until` holds fails the calling test."""
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / "launch.py"), *args], cwd=cwd, start_new_session=True, text=True,
-        env=child_environment(NEMORUN_HOME=str(cwd / ".nemo_run"), **variables),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True)
-    reader.start()
-    deadline, sent = time.monotonic() + timeout, False
-    while process.poll() is None and time.monotonic() < deadline:
-        if until("".join(lines)):
-            os.killpg(process.pid, sig)
-            sent = True
-            break
-        time.sleep(0.002)
-    status = process.wait(timeout=max(1, deadline - time.monotonic()))
-    reader.join(timeout=10)
-    output = "".join(lines)
+    with tempfile.TemporaryDirectory() as logs:
+        log = Path(logs) / "output"
+        started = start_launch(list(args), cwd, log, log, **variables)
+        deadline, sent = time.monotonic() + timeout, False
+        while started.poll() is None and time.monotonic() < deadline:
+            if until(log.read_text()):
+                os.killpg(started.pid, sig)
+                sent = True
+                break
+            time.sleep(0.002)
+        status = started.wait(max(1, deadline - time.monotonic()))
+        output = log.read_text()
     assert sent, f"the run ended (exit {status}) before the moment to send signal {sig}:\n{output[-4000:]}"
     return status, output
 

@@ -9,14 +9,12 @@ The HF folder and its NeMo import are the session's (tests/conftest.py).
 import json
 import math
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from launching import child_environment
+from launching import launch
 
 pytestmark = pytest.mark.slow  # every test here trains or launches training
 
@@ -42,11 +40,10 @@ def pairs_file(tmp_path_factory) -> Path:
 def trained(smollm2_nemo, pairs_file, tmp_path_factory):
     """(per-step metrics, log dir) of a short DPO run."""
     log_dir = tmp_path_factory.mktemp("smollm2_dpo")
-    command = [sys.executable, "launch.py", "recipe=smollm2_135m_dpo", f"trainer.max_steps={STEPS}",
-               f"data.paths.0={pairs_file}", f"log.log_dir={log_dir}", f"log.ckpt.every_n_train_steps={STEPS}",
-               f"resume.restore_config.path={smollm2_nemo}", f"data.tokenizer.source={smollm2_nemo}"]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=400,
-                          env=child_environment(OMP_NUM_THREADS="2", NEMORUN_HOME=str(log_dir / ".nemo_run")))
+    done = launch("recipe=smollm2_135m_dpo", f"trainer.max_steps={STEPS}", f"data.paths.0={pairs_file}",
+                  f"log.log_dir={log_dir}", f"log.ckpt.every_n_train_steps={STEPS}",
+                  f"resume.restore_config.path={smollm2_nemo}", f"data.tokenizer.source={smollm2_nemo}",
+                  cwd=log_dir, OMP_NUM_THREADS="2")
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     rows = {int(m[0]): [float(v) for v in m[1:]] for m in LINE.findall(output)}

@@ -5,7 +5,9 @@ chat format and a base model in plain text.
 Each record becomes exactly the ids and loss mask of :meth:`data.sft_records.TrainingFormat.sequence`
 (i.e. :func:`data.chat_templates.tokenize_conversation`), served by NeMo's own chat dataset and collate
 function. Packed files (``data.packed_sequence_specs=packed(...)``, made by ``python -m data.packing`` with
-the same template) are read by NeMo's packed dataset unchanged.
+the same template) are read by NeMo's packed dataset unchanged; its batches go to Transformer Engine's THD
+attention as NeMo sends them, or, without TE (the CPU), with a block-diagonal causal mask in place of the
+sequence boundaries (:mod:`data.packed_attention`).
 """
 
 
@@ -18,7 +20,9 @@ import torch
 from nemo.collections.llm.gpt.data.core import GPTSFTChatDataset
 from nemo.collections.llm.gpt.data.fine_tuning import FineTuningDataModule
 
+from common import transformer_engine
 from data.chat_templates import prepare_template
+from data.packed_attention import BlockCausalCollate
 from data.sft_records import AUTO, TrainingFormat
 
 
@@ -97,7 +101,12 @@ class TemplatedSFTDataModule(FineTuningDataModule):
     @lru_cache
     def _create_dataset(self, path, pack_metadata_path=None, is_test=False, **kwargs):
         if Path(path).suffix == ".npy":  # packed by python -m data.packing: already tokenized
-            return super()._create_dataset(path, pack_metadata_path, is_test, **kwargs)
+            dataset = super()._create_dataset(path, pack_metadata_path, is_test, **kwargs)
+            if not transformer_engine.is_installed():
+                # megatron's local attention refuses THD boundaries (packed_seq_params): it gets them as a mask.
+                # NeMo's loader takes `dataset.collate_fn`, so the instance attribute is the one hook it reads.
+                dataset.collate_fn = BlockCausalCollate(dataset.collate_fn)
+            return dataset
         return TemplatedChatDataset(
             file_path=str(path),
             tokenizer=self.tokenizer,

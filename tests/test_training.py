@@ -1,8 +1,12 @@
 """Real NeMo 2 training on the CPU, through launch.py: the tiny recipes, resume, and 2-process runs."""
 
+import math
+import subprocess
+import sys
+
 import pytest
 
-from launching import REPO, assert_succeeded, launch, training_steps
+from launching import REPO, assert_succeeded, child_environment, launch, training_steps
 
 CHAT_SFT = REPO / "data" / "sft_examples" / "chat_sft"
 
@@ -116,3 +120,27 @@ def test_tiny_sft_learns_multi_turn_chat_from_the_launcher(tmp_path):
     assert_succeeded(result)
     losses = [loss for _, loss, _ in training_steps(output_of(result))]
     assert len(losses) == 10 and losses[-1] < losses[0] - 0.3, losses
+
+
+def test_tiny_sft_learns_packed_multi_turn_chat_on_the_cpu(tmp_path):
+    """The shipped chat data packed by `python -m data.packing` (ChatML, rows of 256 tokens, about 2 conversations
+    each) trains without Transformer Engine: the rows carry a block-diagonal causal mask instead of THD boundaries
+    (the same losses as unpacked: tests/data/test_packing.py). Validation at step 5 reads packed rows too."""
+    packed = tmp_path / "packed"
+    made = subprocess.run(
+        [sys.executable, "-m", "data.packing", "--train", str(CHAT_SFT / "training.jsonl"),
+         "--validation", str(CHAT_SFT / "validation.jsonl"), "--tokenizer", str(REPO / "models/tokenizers/tiny"),
+         "--template", "chatml", "--pack-size", "256", "--output-dir", str(packed)],
+        cwd=REPO, env=child_environment(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert made.returncode == 0 and "training: packed 228 sequences into 102 bins" in made.stdout, made.stderr
+    result = launch("recipe=tiny_llama_sft", f"data.dataset_root={CHAT_SFT}", "data.template=chatml",
+                    f"data.packed_sequence_specs=packed(directory={packed},size=256)", "data.micro_batch_size=1",
+                    "data.global_batch_size=4", "data.seq_length=256", "model.config.seq_length=256",
+                    "trainer.max_steps=10", "trainer.val_check_interval=5", cwd=tmp_path)  # fmt: skip
+    assert_succeeded(result)
+    output = output_of(result)
+    losses = [loss for _, loss, _ in training_steps(output)]
+    assert len(losses) == 10 and all(math.isfinite(loss) for loss in losses), losses
+    assert losses[-1] < losses[0] - 0.5, losses
+    assert "val_loss" in output

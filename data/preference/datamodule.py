@@ -53,6 +53,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from data.chat_templates import prepare_template
 from data.core.errors import BadLinePolicy
+from data.packed_attention import block_causal_mask, causal_mask
 from data.preference.pairs import read_pairs, tokenize_pairs
 from nemo.collections.llm.gpt.data.fine_tuning import FineTuningDataModule
 from nemo.lightning.pytorch.plugins import MegatronDataSampler
@@ -165,10 +166,6 @@ def _padded_length(longest: int, multiple: int) -> int:
     return -(-longest // multiple) * multiple
 
 
-def _causal_mask(length: int) -> torch.Tensor:
-    return ~torch.tril(torch.ones(length, length, dtype=torch.bool))
-
-
 def collate_pairs(items: list[dict], split: str, pad_to_multiple_of: int = 16, attention_mask: bool = True) -> dict:
     """A padded micro batch: one sequence per row (see the module docstring)."""
     rows = [sequence for item in items for sequence in pair_sequences(item)]
@@ -189,7 +186,7 @@ def collate_pairs(items: list[dict], split: str, pad_to_multiple_of: int = 16, a
         "split": split,
     }
     if attention_mask:
-        batch["attention_mask"] = _causal_mask(length).expand(len(rows), 1, length, length).contiguous()
+        batch["attention_mask"] = causal_mask(length).expand(len(rows), 1, length, length).contiguous()
     return batch
 
 
@@ -235,12 +232,6 @@ def collate_packs(packs: list[dict], split: str, pad_to_multiple_of: int = 16, a
     if attention_mask:
         batch["attention_mask"] = torch.stack([block_causal_mask(b, length) for b in boundaries]).unsqueeze(1)
     return batch
-
-
-def block_causal_mask(starts: list[int], length: int) -> torch.Tensor:
-    """[S, S], True = masked: causal within each [starts[i], starts[i + 1]) block, nothing across blocks."""
-    block = torch.repeat_interleave(torch.arange(len(starts) - 1), torch.tensor(starts).diff())
-    return _causal_mask(length) | (block.unsqueeze(0) != block.unsqueeze(1))
 
 
 def pack_pairs(items: list[dict], capacity: int) -> list[dict]:

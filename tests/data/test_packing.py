@@ -219,7 +219,7 @@ def test_recipes_datamodule_reads_packed_files(dataset_root, tmp_path, tiny_toke
     batch = dataset.collate_fn([dataset[0]])
     tokens, labels, loss_mask = batch["tokens"][0], batch["labels"][0], batch["loss_mask"][0]
     assert tokens.shape == labels.shape == loss_mask.shape and tokens.shape[0] <= 256
-    assert int(batch["cu_seqlens"][0][0]) == 0
+    assert_sequences_kept_apart(batch, dataset[0]["seq_boundaries"])
 
     # NeMo's mask selects, in the labels, exactly the assistant answers + <|im_end|> of the bin
     bin_ids = dataset[0]["input_ids"]
@@ -235,6 +235,24 @@ def test_recipes_datamodule_reads_packed_files(dataset_root, tmp_path, tiny_toke
                                           is_test=True, **datamodule.dataset_kwargs)) > 0  # fmt: skip
 
 
+def assert_sequences_kept_apart(batch: dict, seq_boundaries: list[int]) -> None:
+    """With Transformer Engine, NeMo's THD boundaries; without it (the CPU), the same boundaries as a
+    block-diagonal causal mask, the padding at the end of the row a block of its own."""
+    import torch
+
+    from common import transformer_engine
+    from data.packed_attention import block_causal_mask
+
+    inputs = [start - number for number, start in enumerate(seq_boundaries)]  # L tokens give L - 1 model inputs
+    length = batch["tokens"].shape[1]
+    starts = inputs + ([length] if inputs[-1] < length else [])
+    if transformer_engine.is_installed():
+        assert batch["cu_seqlens"][0, : len(starts)].tolist() == starts
+    else:
+        assert "cu_seqlens" not in batch and "cu_seqlens_argmin" not in batch and "max_seqlen" not in batch
+        assert torch.equal(batch["attention_mask"], block_causal_mask(starts, length)[None, None])
+
+
 def conversations_by_ids(dataset_root: Path, tokenizer):
     template = chat_templates.load_template("chatml")
     for line in open(dataset_root / "training.jsonl"):
@@ -243,7 +261,8 @@ def conversations_by_ids(dataset_root: Path, tokenizer):
 
 
 def test_packed_chat_data_launch_is_built_and_validated(dataset_root, tmp_path, nemo):
-    """Packed training needs Transformer Engine (a GPU): on the CPU, the launch is built and checked up to there."""
+    """A missing packed file is refused before launch, a present one passes (the training itself:
+    tests/test_training.py::test_tiny_sft_learns_packed_multi_turn_chat_on_the_cpu)."""
     from launcher import data_files, session
 
     out = tmp_path / "packed"
@@ -256,3 +275,93 @@ def test_packed_chat_data_launch_is_built_and_validated(dataset_root, tmp_path, 
     assert run_cli(dataset_root, out) == 0
     data_files.require(prepared.config.data)
     assert prepared.config.data.packed_sequence_specs.packed_train_data_path == str(out / "training_256.npy")
+
+
+# ------------------------------------------------------------------ packed rows on the CPU (no Transformer Engine)
+
+CHAT_SFT = REPO / "data" / "sft_examples" / "chat_sft"
+
+
+@pytest.fixture(scope="module")
+def packed_chat(tmp_path_factory):
+    """The shipped multi-turn chat data (a copy) and its bins of 256 tokens under ChatML."""
+    root = tmp_path_factory.mktemp("chat_sft")
+    for split in ("training", "validation"):
+        (root / f"{split}.jsonl").write_bytes((CHAT_SFT / f"{split}.jsonl").read_bytes())
+    assert packing.main(["--train", str(root / "training.jsonl"), "--validation", str(root / "validation.jsonl"),
+                         "--tokenizer", str(TINY_TOKENIZER), "--template", "chatml", "--pack-size", "256",
+                         "--output-dir", str(root / "packed")]) == 0  # fmt: skip
+    return root
+
+
+def chat_datamodule(root: Path, packed: bool):
+    from nemo.collections.common.tokenizers import AutoTokenizer
+
+    from data.sft_datamodule import TemplatedSFTDataModule
+
+    specs = fdl.build(factories.packed(str(root / "packed"), 256)) if packed else None
+    return TemplatedSFTDataModule(template="chatml", dataset_root=root, seq_length=256, micro_batch_size=1,
+                                  tokenizer=AutoTokenizer(str(TINY_TOKENIZER)), packed_sequence_specs=specs)
+
+
+def tiny_sft_model():
+    """tiny_llama_sft's model, randomly initialised on the CPU (weights 10x the usual spread, so that attention
+    is far from uniform and a token that sees the wrong context scores visibly differently)."""
+    from megatron.core import tensor_parallel
+
+    from recipes import registry
+    from runtime import cpu, machine
+
+    from nemo.collections.common.tokenizers import AutoTokenizer
+
+    cpu.enable()
+    recipe = registry.build("tiny_llama_sft")
+    machine.adapt(recipe)
+    config = fdl.build(recipe.model.config)
+    config.use_cpu_initialization, config.init_method_std = True, 0.2
+    tensor_parallel.model_parallel_cuda_manual_seed(1234)
+    return config.configure_model(AutoTokenizer(str(TINY_TOKENIZER))).eval()
+
+
+def per_token_losses(model, batch: dict):
+    import torch
+
+    with torch.no_grad():
+        return model(batch["tokens"], batch["position_ids"], batch["attention_mask"], labels=batch["labels"])
+
+
+def test_packed_rows_score_as_their_sequences_padded(packed_chat, nemo):
+    """Without Transformer Engine a packed row carries a block-diagonal causal mask instead of NeMo's THD
+    boundaries: each sequence's per-token losses equal those of the same sequence alone in a padded row."""
+    import torch
+
+    from conversion.average import single_process_megatron
+    from data.packed_attention import THD_KEYS, causal_mask
+
+    data = chat_datamodule(packed_chat, packed=True)
+    packed_dataset = data._create_dataset(data.train_path_packed, pack_metadata_path=data.pack_metadata)
+    row = next(i for i in range(len(packed_dataset)) if len(packed_dataset[i]["seq_boundaries"]) >= 4)  # 3 sequences
+    packed = packed_dataset.collate_fn([packed_dataset[row]])
+    length = packed["tokens"].shape[1]
+    assert not set(THD_KEYS) & set(packed) and packed["attention_mask"].shape == (1, 1, length, length)
+    bounds = packed_dataset[row]["seq_boundaries"]  # in stored tokens; a sequence of L tokens is L - 1 inputs
+    starts = [start - number for number, start in enumerate(bounds)]
+    ids = packed_dataset[row]["input_ids"]
+    pieces = [list(ids[a:b]) for a, b in zip(bounds, bounds[1:])]
+
+    plain = chat_datamodule(packed_chat, packed=False)
+    dataset = plain._create_dataset(plain.train_path)
+    position = {tuple(dataset[i]["input_ids"].tolist()): i for i in range(len(dataset))}
+    padded = dataset.collate_fn([dataset[position[tuple(piece)]] for piece in pieces])
+
+    with single_process_megatron():
+        model = tiny_sft_model()
+        packed_losses, padded_losses = per_token_losses(model, packed), per_token_losses(model, padded)
+        leaky = per_token_losses(model, {**packed, "attention_mask": causal_mask(length)[None, None]})
+    for number, (start, end) in enumerate(zip(starts, starts[1:])):
+        span = slice(start, end)
+        assert packed["labels"][0, span].tolist() == padded["labels"][number, : end - start].tolist()
+        assert packed["loss_mask"][0, span].tolist() == padded["loss_mask"][number, : end - start].tolist()
+        torch.testing.assert_close(packed_losses[0, span], padded_losses[number, : end - start], rtol=1e-5, atol=1e-5)
+        if number:  # control: with a plain causal mask, later sequences see the earlier ones and score otherwise
+            assert (leaky[0, span] - padded_losses[number, : end - start]).abs().max() > 1e-3

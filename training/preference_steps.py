@@ -52,7 +52,7 @@ import torch
 
 from nemo.lightning.megatron_parallel import MegatronLossReduction
 
-from common.errors import RunFailed
+from common.errors import RunFailed, UserError
 from training.preference_losses import batch_logps
 
 REFERENCES = ("precomputed", "adapters_off", "none")
@@ -214,6 +214,7 @@ class PreferenceForwardStep:
 # ------------------------------------------------------------------------ the table in a checkpoint
 
 REFERENCE_STATE = "reference_logps"  # PreferenceTraining's state: {split: log-probs, 2 rows per pair}
+REFERENCE_DATA = "reference_data"  # and {split: fingerprint of the pairs they were scored on}
 # Lightning saves callback states under "callbacks"; NeMo's distributed checkpoint keeps that unsharded
 # part of the trainer state in weights/common.pt.
 COMMON_STATE = Path("weights") / "common.pt"
@@ -234,6 +235,32 @@ def missing_reference_table(checkpoint, split: str) -> str:
             "(resume.restore_config.path)")
 
 
+def require_reference_table(callbacks, checkpoint) -> None:
+    """Refuses (UserError) to resume full-parameter DPO from a checkpoint without the train pairs' reference table:
+    what the launcher checks on the config, checked by the job on its built callbacks (runtime/entry.py)."""
+    precomputed = any(isinstance(c, PreferenceTraining) and c.reference == "precomputed" for c in callbacks)
+    if precomputed and "train" not in saved_reference_splits(checkpoint):
+        raise UserError(missing_reference_table(checkpoint, "train"))
+
+
+SAME_DATA = ("resume with the same data (data.paths, data.validation_pairs, data.seq_length, data.template, "
+             "data.seed), or start a new run (log.log_dir) to score the new data")
+
+
+def reference_data_mismatch(split: str, restored: torch.Tensor, saved_fingerprint: str | None, pairs: int,
+                            fingerprint: str) -> str | None:
+    """Why a resumed checkpoint's reference log-probs do not fit the data now (one line), or None. The table is
+    keyed by pair index, so other pairs of the same count would each get another pair's reference silently."""
+    if restored.numel() != 2 * pairs:
+        return (f"the resumed checkpoint's reference log-probs cover {restored.numel() // 2} {split} pairs, "
+                f"the data now has {pairs}: {SAME_DATA}")
+    if saved_fingerprint is not None and saved_fingerprint != fingerprint:
+        return (f"the resumed checkpoint's reference log-probs were scored on other {split} pairs than the data now "
+                f"has ({pairs} either way, but other tokens or order: fingerprint {saved_fingerprint}, now "
+                f"{fingerprint}): {SAME_DATA}")
+    return None
+
+
 # ----------------------------------------------------------------------------------------- callback
 
 
@@ -251,6 +278,8 @@ class PreferenceTraining(pl.Callback):
         self.reference_pairs_per_batch = reference_pairs_per_batch
         self.forward_step = PreferenceForwardStep(self.reference)
         self.restored_table: dict[str, torch.Tensor] = {}
+        self.table_data: dict[str, str] = {}  # split: fingerprint of the pairs the table was scored on
+        self.restored_data: dict[str, str] = {}
 
     def setup(self, trainer, pl_module, stage=None):
         pl_module.config.data_step_fn = preference_data_step
@@ -278,13 +307,13 @@ class PreferenceTraining(pl.Callback):
         datamodule = trainer.datamodule
         for split in ("train", "validation"):
             pairs = datamodule.pairs(split)
+            self.table_data[split] = datamodule.fingerprint(split)
             restored = self.restored_table.get(split)
             if restored is not None:
-                if restored.numel() != 2 * pairs:
-                    raise RunFailed(
-                        f"the resumed checkpoint's reference log-probs cover {restored.numel() // 2} {split} pairs, "
-                        f"the data now has {pairs}: resume with the same data.paths / data.validation_pairs, "
-                        "or start a new run (log.log_dir) to score the new data")
+                problem = reference_data_mismatch(split, restored, self.restored_data.get(split), pairs,
+                                                  self.table_data[split])
+                if problem:
+                    raise RunFailed(problem)
                 self.forward_step.table[split] = restored
                 _say(f"reference log-probs of {pairs} {split} pairs: restored from the checkpoint")
                 continue
@@ -298,10 +327,13 @@ class PreferenceTraining(pl.Callback):
                  f"{shares(per_rank)}")
 
     def state_dict(self) -> dict:
-        return {REFERENCE_STATE: dict(self.forward_step.table)} if self.forward_step.table else {}
+        if not self.forward_step.table:
+            return {}
+        return {REFERENCE_STATE: dict(self.forward_step.table), REFERENCE_DATA: dict(self.table_data)}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.restored_table = dict(state_dict.get(REFERENCE_STATE, {}))
+        self.restored_data = dict(state_dict.get(REFERENCE_DATA, {}))  # none in checkpoints saved before it was
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self._log(trainer, pl_module, pl_module._training_loss_reduction, "")

@@ -8,9 +8,11 @@ def train(recipe, import_how: str = checkpoints.import_command("NAME")):
     checked first: on Slurm the submitter may not see them, and a missing import then fails here in seconds
     (`import_how` names the command), not after NeMo, the process groups and the data have started. Then
     the checkpoint it resumes from is chosen and named (runtime/resume.py); one that cannot be read ends
-    the run with one line naming it, as does a save that fails (a full disk)."""
+    the run with one line naming it, as does a save that fails (a full disk). A DPO checkpoint without its
+    reference table is refused here too, before NeMo starts (the submitter of a Slurm job may not see it)."""
     checkpoints.require_restorable_recipe(recipe, import_how)
     decision = resume.apply(recipe)
+    _require_reference_table(recipe, decision.checkpoint)
     cpu.enable()
     no_te.enable()
     signals.keep_checkpoint_writer_alive_on_sigterm()
@@ -26,6 +28,16 @@ def train(recipe, import_how: str = checkpoints.import_command("NAME")):
         raise
     _after_training(recipe)
     return result
+
+
+def _require_reference_table(recipe, checkpoint) -> None:
+    """The launcher's refusal (launcher/rules/preference.py), on the built recipe: the same one line."""
+    trainer = getattr(recipe, "keywords", {}).get("trainer")
+    if checkpoint is None or trainer is None:
+        return
+    from training.preference_steps import require_reference_table  # imports NeMo: only when resuming
+
+    require_reference_table(trainer.callbacks, checkpoint)
 
 
 def _after_training(recipe) -> None:

@@ -52,7 +52,7 @@ import torch
 
 from nemo.lightning.megatron_parallel import MegatronLossReduction
 
-from common.errors import RunFailed
+from common.errors import RunFailed, UserError
 from training.preference_losses import batch_logps
 
 REFERENCES = ("precomputed", "adapters_off", "none")
@@ -214,6 +214,7 @@ class PreferenceForwardStep:
 # ------------------------------------------------------------------------ the table in a checkpoint
 
 REFERENCE_STATE = "reference_logps"  # PreferenceTraining's state: {split: log-probs, 2 rows per pair}
+REFERENCE_DATA = "reference_data"  # and {split: fingerprint of the pairs they were scored on}
 # Lightning saves callback states under "callbacks"; NeMo's distributed checkpoint keeps that unsharded
 # part of the trainer state in weights/common.pt.
 COMMON_STATE = Path("weights") / "common.pt"
@@ -234,6 +235,32 @@ def missing_reference_table(checkpoint, split: str) -> str:
             "(resume.restore_config.path)")
 
 
+def require_reference_table(callbacks, checkpoint) -> None:
+    """Refuses (UserError) to resume full-parameter DPO from a checkpoint without the train pairs' reference table:
+    what the launcher checks on the config, checked by the job on its built callbacks (runtime/entry.py)."""
+    precomputed = any(isinstance(c, PreferenceTraining) and c.reference == "precomputed" for c in callbacks)
+    if precomputed and "train" not in saved_reference_splits(checkpoint):
+        raise UserError(missing_reference_table(checkpoint, "train"))
+
+
+SAME_DATA = ("resume with the same data (data.paths, data.validation_pairs, data.seq_length, data.template, "
+             "data.seed), or start a new run (log.log_dir) to score the new data")
+
+
+def reference_data_mismatch(split: str, restored: torch.Tensor, saved_fingerprint: str | None, pairs: int,
+                            fingerprint: str) -> str | None:
+    """Why a resumed checkpoint's reference log-probs do not fit the data now (one line), or None. The table is
+    keyed by pair index, so other pairs of the same count would each get another pair's reference silently."""
+    if restored.numel() != 2 * pairs:
+        return (f"the resumed checkpoint's reference log-probs cover {restored.numel() // 2} {split} pairs, "
+                f"the data now has {pairs}: {SAME_DATA}")
+    if saved_fingerprint is not None and saved_fingerprint != fingerprint:
+        return (f"the resumed checkpoint's reference log-probs were scored on other {split} pairs than the data now "
+                f"has ({pairs} either way, but other tokens or order: fingerprint {saved_fingerprint}, now "
+                f"{fingerprint}): {SAME_DATA}")
+    return None
+
+
 # ----------------------------------------------------------------------------------------- callback
 
 
@@ -251,6 +278,8 @@ class PreferenceTraining(pl.Callback):
         self.reference_pairs_per_batch = reference_pairs_per_batch
         self.forward_step = PreferenceForwardStep(self.reference)
         self.restored_table: dict[str, torch.Tensor] = {}
+        self.table_data: dict[str, str] = {}  # split: fingerprint of the pairs the table was scored on
+        self.restored_data: dict[str, str] = {}
 
     def setup(self, trainer, pl_module, stage=None):
         pl_module.config.data_step_fn = preference_data_step
@@ -278,29 +307,33 @@ class PreferenceTraining(pl.Callback):
         datamodule = trainer.datamodule
         for split in ("train", "validation"):
             pairs = datamodule.pairs(split)
+            self.table_data[split] = datamodule.fingerprint(split)
             restored = self.restored_table.get(split)
             if restored is not None:
-                if restored.numel() != 2 * pairs:
-                    raise RunFailed(
-                        f"the resumed checkpoint's reference log-probs cover {restored.numel() // 2} {split} pairs, "
-                        f"the data now has {pairs}: resume with the same data.paths / data.validation_pairs, "
-                        "or start a new run (log.log_dir) to score the new data")
+                problem = reference_data_mismatch(split, restored, self.restored_data.get(split), pairs,
+                                                  self.table_data[split])
+                if problem:
+                    raise RunFailed(problem)
                 self.forward_step.table[split] = restored
                 _say(f"reference log-probs of {pairs} {split} pairs: restored from the checkpoint")
                 continue
             if self.reference == "precomputed" and trainer.global_step > 0:
                 raise RunFailed(missing_reference_table(trainer.ckpt_path, split))
             started = time.perf_counter()
-            self.forward_step.table[split] = precompute_reference(
+            self.forward_step.table[split], per_rank = precompute_reference(
                 trainer, pl_module, datamodule.reference_batches(split, self.reference_pairs_per_batch), pairs,
                 adapters_off=self.reference == "adapters_off")
-            _say(f"reference log-probs of {pairs} {split} pairs: scored in {time.perf_counter() - started:.1f}s")
+            _say(f"reference log-probs of {pairs} {split} pairs: scored in {time.perf_counter() - started:.1f}s"
+                 f"{shares(per_rank)}")
 
     def state_dict(self) -> dict:
-        return {REFERENCE_STATE: dict(self.forward_step.table)} if self.forward_step.table else {}
+        if not self.forward_step.table:
+            return {}
+        return {REFERENCE_STATE: dict(self.forward_step.table), REFERENCE_DATA: dict(self.table_data)}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.restored_table = dict(state_dict.get(REFERENCE_STATE, {}))
+        self.restored_data = dict(state_dict.get(REFERENCE_DATA, {}))  # none in checkpoints saved before it was
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self._log(trainer, pl_module, pl_module._training_loss_reduction, "")
@@ -327,6 +360,13 @@ def _from_last_stage(metrics: dict, device) -> dict:
     return {name: value for name, value in zip(METRICS, values.tolist()) if value == value}
 
 
+def shares(per_rank: list[int]) -> str:
+    """How the data-parallel ranks split the pre-pass, for the log (nothing with one rank)."""
+    if len(per_rank) < 2:
+        return ""
+    return f" by {len(per_rank)} data-parallel ranks ({' + '.join(map(str, per_rank))} pairs), every pair once"
+
+
 def _pipeline_stages(trainer) -> int:
     return getattr(trainer.strategy, "pipeline_model_parallel_size", 1) or 1
 
@@ -338,8 +378,9 @@ def _say(message: str) -> None:
 
 
 @torch.no_grad()
-def precompute_reference(trainer, pl_module, batches, pairs: int, adapters_off: bool = False) -> torch.Tensor:
-    """Log-probs of every row (2 per pair, in pair order) under the current weights (adapters off if asked).
+def precompute_reference(trainer, pl_module, batches, pairs: int, adapters_off: bool = False) -> tuple[torch.Tensor, list[int]]:
+    """Log-probs of every row (2 per pair, in pair order) under the current weights (adapters off if asked),
+    and how many pairs each data-parallel rank scored.
 
     Runs megatron's forward-only schedule itself, on the strategy's model chunks: NeMo's MegatronParallel
     call would take the micro batch size and count from the training data sampler. Data-parallel ranks
@@ -347,10 +388,13 @@ def precompute_reference(trainer, pl_module, batches, pairs: int, adapters_off: 
     from megatron.core import parallel_state
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
-    table = torch.zeros(2 * pairs, dtype=torch.float32)
+    data_rank, data_ranks = parallel_state.get_data_parallel_rank(), parallel_state.get_data_parallel_world_size()
+    # One tensor, summed over the ranks at the end: the log-probs, how often each row was scored, and the
+    # pairs each data-parallel rank scored (written by the last pipeline stage only, so counted once).
+    scores = ReferenceScores(pairs, data_ranks)
 
     def record(batch: dict, per_token_loss: torch.Tensor):
-        table[table_rows(batch["pair_index"])] = batch_logps(batch, per_token_loss)[0].float().cpu()
+        scores.record(table_rows(batch["pair_index"]), batch_logps(batch, per_token_loss)[0].float().cpu(), data_rank)
         zero = torch.zeros((), device=per_token_loss.device)
         return zero, torch.ones((), dtype=torch.int, device=per_token_loss.device), {}
 
@@ -359,7 +403,6 @@ def precompute_reference(trainer, pl_module, batches, pairs: int, adapters_off: 
         return model(**model_inputs(model, batch)), functools.partial(record, batch)
 
     chunks = list(trainer.strategy.megatron_parallel)
-    data_rank, data_ranks = parallel_state.get_data_parallel_rank(), parallel_state.get_data_parallel_world_size()
     was_training = pl_module.training
     pl_module.eval()
     try:
@@ -374,8 +417,33 @@ def precompute_reference(trainer, pl_module, batches, pairs: int, adapters_off: 
                     seq_length=length, micro_batch_size=rows, forward_only=True)
     finally:
         pl_module.train(was_training)
-    # Each row was scored by one data-parallel rank, on the last pipeline stage: summing fills it in everywhere.
-    summed = table.to(next(pl_module.parameters()).device)
+    summed = scores.values.to(next(pl_module.parameters()).device)
     for group in (parallel_state.get_data_parallel_group(), parallel_state.get_pipeline_model_parallel_group()):
         torch.distributed.all_reduce(summed, group=group)
-    return summed.cpu()
+    return ReferenceScores.assembled(summed.cpu(), pairs)
+
+
+class ReferenceScores:
+    """One rank's share of the pre-pass, laid out to be summed over ranks: [log-probs (2 per pair), times
+    each row was scored, pairs scored per data-parallel rank]."""
+
+    def __init__(self, pairs: int, data_ranks: int):
+        self.rows = 2 * pairs
+        self.values = torch.zeros(2 * self.rows + data_ranks, dtype=torch.float32)
+
+    def record(self, rows: torch.Tensor, logps: torch.Tensor, data_rank: int) -> None:
+        self.values[rows] = logps
+        self.values[self.rows + rows] += 1
+        self.values[2 * self.rows + data_rank] += rows.numel() // 2
+
+    @staticmethod
+    def assembled(summed: torch.Tensor, pairs: int) -> tuple[torch.Tensor, list[int]]:
+        """The full table and the pairs per data-parallel rank; a row scored never or twice (the ranks'
+        shares overlapping or leaving a gap) would silently train against a wrong reference, so it fails."""
+        rows = 2 * pairs
+        times = summed[rows : 2 * rows]
+        if not bool((times == 1).all()):
+            missing, repeated = int((times == 0).sum()), int((times > 1).sum())
+            raise RunFailed(f"the reference pre-pass left {missing} of {rows} log-prob rows unscored and scored "
+                            f"{repeated} more than once: its data-parallel ranks did not split the pairs exactly")
+        return summed[:rows].clone(), [int(n) for n in summed[2 * rows :].tolist()]

@@ -40,6 +40,7 @@ Pairs whose two sides together exceed `seq_length` are dropped (logged), never t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -47,6 +48,7 @@ from pathlib import Path
 from typing import Sequence
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
@@ -381,6 +383,20 @@ class PreferenceDataModule(pl.LightningDataModule):
     def pairs(self, split: str) -> int:
         """How many distinct pairs the split holds (the reference table has two rows per pair)."""
         return len(self.split_pairs.get(split, []))
+
+    def fingerprint(self, split: str) -> str:
+        """A digest of the split's pairs in index order, tokens and loss masks: what the reference table's rows
+        belong to. Packing leaves it alone (the table is keyed by pair, not by row)."""
+        digest = hashlib.sha256()
+        for pair in self.split_pairs.get(split, []):
+            for key in PAIR_KEYS:
+                values = np.asarray(pair[key], dtype=np.int64)
+                digest.update(len(values).to_bytes(8, "little"))  # so [1, 2] + [3] differs from [1] + [2, 3]
+                digest.update(values.tobytes())
+        return digest.hexdigest()[:16]
+
+
+PAIR_KEYS = ("prompt_ids", "chosen_ids", "chosen_loss_mask", "rejected_ids", "rejected_loss_mask")
 
 
 def indexed_pairs(pairs: list[dict]) -> list[dict]:

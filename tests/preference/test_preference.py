@@ -1,7 +1,7 @@
 """DPO / SimPO: the loss reduction against the papers' formulas, tensor parallel against one process,
 packed batches against padded ones, tiny CPU DPO runs (padded and packed) whose reward margin and accuracy
-rise, one of which resumes with its original reference, and two-stage pipeline-parallel runs of DPO, LoRA
-DPO (padded and packed) and SimPO. About 9 minutes on 2 cores."""
+rise, one of which resumes with its original reference, two-stage pipeline-parallel runs of DPO, packed LoRA
+DPO and SimPO, and a two-rank data-parallel DPO run that splits the reference pre-pass. About 9 minutes on 2 cores."""
 
 import json
 import math
@@ -113,6 +113,29 @@ def test_dpo_without_reference_is_refused(fixed_batch):
     batch, per_token = fixed_batch
     with pytest.raises(RuntimeError, match="reference"):
         PreferenceLossReduction(DPOLoss()).forward({"loss_mask": batch["loss_mask"]}, per_token)
+
+
+def test_reference_shares_must_cover_every_row_once():
+    """The pre-pass table summed over data-parallel ranks: whole when the shares split the pairs, refused when
+    they overlap or leave a gap (a row then holds two ranks' sum, or 0, and DPO trains against it silently)."""
+    from common.errors import RunFailed
+    from training.preference_steps import ReferenceScores
+
+    def shares(*rank_rows):
+        total = torch.zeros(2 * 3 * 2 + len(rank_rows))  # 3 pairs: 6 rows, 6 counts, one count per rank
+        for rank, rows in enumerate(rank_rows):
+            scores = ReferenceScores(pairs=3, data_ranks=len(rank_rows))
+            rows = torch.tensor(rows)
+            scores.record(rows, -(rows.float() + 1), rank)
+            total += scores.values
+        return total
+
+    table, per_rank = ReferenceScores.assembled(shares([0, 1, 4, 5], [2, 3]), pairs=3)
+    assert table.tolist() == [-1, -2, -3, -4, -5, -6] and per_rank == [2, 1]
+    with pytest.raises(RunFailed, match="left 2 of 6 log-prob rows unscored and scored 0 more than once"):
+        ReferenceScores.assembled(shares([0, 1], [4, 5]), pairs=3)
+    with pytest.raises(RunFailed, match="left 0 of 6 log-prob rows unscored and scored 2 more than once"):
+        ReferenceScores.assembled(shares([0, 1, 2, 3], [2, 3, 4, 5]), pairs=3)
 
 
 @pytest.mark.parametrize("key", ["micro_batch_size", "global_batch_size"])
@@ -314,8 +337,9 @@ def test_tiny_dpo_raises_margin_and_resumes_with_its_original_reference(tmp_path
         assert values == pytest.approx(rows[step], abs=2e-3), step
 
 
-@pytest.mark.parametrize("recipe,batches", [("tiny_llama_dpo", ()), ("tiny_llama_dpo_lora", ()), ("tiny_llama_simpo", ()),
-                                            ("tiny_llama_dpo_lora", PACKED)], ids=["dpo", "dpo_lora", "simpo", "dpo_lora_packed"])
+# LoRA DPO padded on two stages is left out: `dpo` runs the same pre-pass padded, `dpo_lora_packed` with the adapters off.
+@pytest.mark.parametrize("recipe,batches", [("tiny_llama_dpo", ()), ("tiny_llama_simpo", ()), ("tiny_llama_dpo_lora", PACKED)],
+                         ids=["dpo", "simpo", "dpo_lora_packed"])
 @pytest.mark.slow
 def test_pipeline_parallel_2_over_two_processes(recipe, batches, tmp_path):
     """Two pipeline stages (gloo): the reference pre-pass goes through megatron's pipeline schedule (for LoRA
@@ -328,3 +352,20 @@ def test_pipeline_parallel_2_over_two_processes(recipe, batches, tmp_path):
         # the pre-pass scored exactly what step 0's training forward computes: policy == reference
         assert rows[0][LOSS] == pytest.approx(math.log(2), abs=1e-4) and rows[0][MARGIN] == pytest.approx(0, abs=1e-5)
     assert rows[steps - 1][MARGIN] > rows[0][MARGIN] and rows[steps - 1][LOSS] < rows[0][LOSS]
+
+
+@pytest.mark.slow
+def test_data_parallel_2_splits_the_reference_pre_pass(tmp_path):
+    """Two data-parallel ranks (gloo): each scores its turns of the pre-pass batches (8 pairs each: 17 train
+    batches, 2 validation ones), the summed table has every row exactly once, and step 0 is the reference."""
+    steps = 2
+    rows, output = preference_run("tiny_llama_dpo", f"trainer.max_steps={steps}", f"log.log_dir={tmp_path}",
+                                  "trainer.devices=2", threads=1)
+    for pairs, shares in (("134 train", "70 + 64"), ("16 validation", "8 + 8")):  # rank 0 takes the short last batch
+        line = rf"\[preference\] reference log-probs of {pairs} pairs: scored in [\d.]+s by 2 data-parallel ranks " \
+               rf"\({re.escape(shares)} pairs\), every pair once"
+        assert re.search(line, output), output[-3000:]
+    assert sorted(rows) == list(range(steps)), output[-3000:]
+    # a row missing from the table (0) or another rank's would make step 0's policy differ from its reference
+    assert rows[0][LOSS] == pytest.approx(math.log(2), abs=1e-4) and rows[0][MARGIN] == pytest.approx(0, abs=1e-5)
+    assert rows[0][CHOSEN] == pytest.approx(0, abs=1e-5) and rows[0][REJECTED] == pytest.approx(0, abs=1e-5)

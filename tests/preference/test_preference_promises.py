@@ -1,6 +1,7 @@
 """Promises of recipes/PREFERENCE.md not covered by test_preference.py (kept apart: that file is being
 restructured for time). The slow ones share one short DPO run (validated_dpo_run)."""
 
+import json
 import logging
 import math
 import re
@@ -49,14 +50,18 @@ def test_pairs_longer_than_seq_length_are_dropped_and_logged_never_truncated(shi
     assert [r.getMessage() for r in caplog.records if r.getMessage().startswith(expected)], caplog.text
 
 
-def dpo_run(log_dir: Path, *overrides: str) -> tuple[int, str]:
+def dpo_overrides(log_dir: Path, *overrides: str) -> list[str]:
     """A short tiny_llama_dpo run validating every 2 steps (8 of the 16 held-out pairs), a checkpoint every 2
     steps; its learning rate so small that the policy stays the reference (what validation is checked against)."""
+    return ["trainer.max_steps=4", f"log.log_dir={log_dir}", "log.ckpt.every_n_train_steps=2",
+            "trainer.val_check_interval=2", "trainer.limit_val_batches=1", "optim.config.lr=1e-7", *overrides]
+
+
+def dpo_run(log_dir: Path, *overrides: str) -> tuple[int, str]:
+    """`launch.py recipe=tiny_llama_dpo` with `dpo_overrides`: (exit status, output)."""
     from launching import REPO, child_environment
 
-    command = [sys.executable, "launch.py", "recipe=tiny_llama_dpo", "trainer.max_steps=4", f"log.log_dir={log_dir}",
-               "log.ckpt.every_n_train_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=1",
-               "optim.config.lr=1e-7", *overrides]
+    command = [sys.executable, "launch.py", "recipe=tiny_llama_dpo", *dpo_overrides(log_dir, *overrides)]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=400,
                           env=child_environment(OMP_NUM_THREADS="2"))
     return done.returncode, done.stdout + done.stderr
@@ -91,18 +96,38 @@ def test_dpo_logs_val_prefixed_preference_metrics(validated_dpo_run):
 
 
 @pytest.mark.slow
-def test_dpo_refuses_to_resume_on_different_data(validated_dpo_run):
-    """Resumed on fewer pairs, the checkpoint's reference table no longer fits the data: exit 1, the fix named."""
-    from recipes.tiny_llama_preference import PAIRS
+def test_dpo_refuses_to_resume_on_different_data(validated_dpo_run, shipped_pairs_and_tokenizer):
+    """Resumed on other pairs, the checkpoint's reference table (keyed by pair index) no longer fits the data:
+    exit 1, the fix named. Run on as many pairs as before (each pair's answers swapped), which a count would
+    miss; fewer pairs are checked on the checkpoint's saved state, without a run."""
+    import torch
 
-    fewer = validated_dpo_run / "fewer_pairs.jsonl"
-    fewer.write_text("".join(Path(PAIRS).read_text().splitlines(keepends=True)[:100]))
-    code, output = dpo_run(validated_dpo_run, f"data.paths.0={fewer}", "trainer.max_steps=6")
+    from runtime.resume import saved_checkpoints
+    from training.preference_steps import COMMON_STATE, REFERENCE_DATA, REFERENCE_STATE, reference_data_mismatch
+
+    paths, tokenizer, _ = shipped_pairs_and_tokenizer
+    lines = [json.loads(line) for line in Path(paths).read_text().splitlines() if line.strip()]
+    swapped = validated_dpo_run / "swapped_pairs.jsonl"
+    swapped.write_text("".join(json.dumps({"chosen": r["rejected"], "rejected": r["chosen"]}) + "\n" for r in lines))
+    code, output = dpo_run(validated_dpo_run, f"data.paths.0={swapped}", "trainer.max_steps=6")
     assert code == 1, output[-4000:]
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, output[-4000:]
-    assert "the resumed checkpoint's reference log-probs cover 134 train pairs, the data now has 84" in errors[0]
-    assert "resume with the same data.paths / data.validation_pairs" in output
+    assert "the resumed checkpoint's reference log-probs were scored on other train pairs than the data now has " \
+           "(134 either way, but other tokens or order: fingerprint " in errors[0]
+    assert "resume with the same data (data.paths, data.validation_pairs, data.seq_length" in errors[0]
+
+    saved = torch.load(saved_checkpoints(validated_dpo_run / "tiny_llama_dpo" / "checkpoints")[0] / COMMON_STATE,
+                       map_location="cpu", weights_only=False)["callbacks"]["PreferenceTraining"]
+    fewer = validated_dpo_run / "fewer_pairs.jsonl"
+    fewer.write_text("".join(Path(paths).read_text().splitlines(keepends=True)[:100]))
+    for data_file, problem in ((paths, None), (fewer, "cover 134 train pairs, the data now has 84: resume with the same data")):
+        data = PreferenceDataModule(paths=[data_file], tokenizer=tokenizer, seq_length=128, micro_batch_size=8,
+                                    global_batch_size=16, validation_pairs=16)  # the recipe's
+        data.setup()
+        found = reference_data_mismatch("train", saved[REFERENCE_STATE]["train"], saved[REFERENCE_DATA]["train"],
+                                        data.pairs("train"), data.fingerprint("train"))
+        assert (found is None) if problem is None else (problem in found), found
 
 
 @pytest.mark.slow
@@ -124,4 +149,18 @@ def test_dpo_refuses_to_resume_from_a_checkpoint_without_the_reference_table(val
     assert code == 2, output[-4000:]
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and f"cannot resume DPO from checkpoint {newest}: it holds no reference log-probs of the train pairs" in errors[0], output[-4000:]
+    assert sorted(p.name for p in newest.parent.iterdir()) == saved
+
+    # With executor=slurm the submitter may not see the checkpoint: the job's entry (runtime.entry.train, what
+    # nemo_run's fdl_runner builds and calls) refuses it first thing, before NeMo starts, with the same line.
+    import fiddle as fdl
+
+    from common.errors import UserError
+    from launcher import session
+
+    job = fdl.build(session.task(session.prepare("tiny_llama_dpo", [*dpo_overrides(tmp_path, "trainer.max_steps=6"),
+                                                                     "executor=slurm"])))
+    with pytest.raises(UserError) as in_the_job:
+        job()
+    assert f"error: {in_the_job.value}" == errors[0]
     assert sorted(p.name for p in newest.parent.iterdir()) == saved

@@ -10,8 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from launching import REPO, child_environment, killed_when, small_disk
 
 CORPUS = REPO / "data" / "corpora" / "pydoc_topics.jsonl"

@@ -2,7 +2,6 @@
 docstring says the same, and the plan of it on that target fits with at least 10% of the GPU's memory to spare.
 CPU recipes fit this machine."""
 
-import importlib
 import re
 
 import pytest

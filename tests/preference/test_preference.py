@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from data.preference.datamodule import PreferenceConfigError, PreferenceDataModule, collate_packs, collate_pairs
-from launching import child_environment, interrupt_after
+from launching import child_environment, interrupt_after, launch
 from training.preference_losses import DPOLoss, SimPOLoss
 from training.preference_steps import PreferenceLossReduction
 
@@ -280,11 +280,10 @@ LINE = re.compile(r"global_step: (\d+) \| reduced_train_loss: ([-\d.e]+) \| rewa
 LOSS, CHOSEN, REJECTED, MARGIN, ACCURACY = range(5)
 
 
-def preference_run(recipe: str, *overrides: str, threads: int = 2) -> tuple[dict[int, list[float]], str]:
-    """(per-step [loss, chosen, rejected, margin, accuracy], the whole log) of `launch.py recipe=...`."""
-    command = [sys.executable, "launch.py", f"recipe={recipe}", "trainer.limit_val_batches=0", *overrides]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=400,
-                          env=child_environment(OMP_NUM_THREADS=str(threads)))
+def preference_run(recipe: str, log_dir: Path, *overrides: str, threads: int = 2) -> tuple[dict[int, list[float]], str]:
+    """(per-step [loss, chosen, rejected, margin, accuracy], the whole log) of `launch.py recipe=...` logging to `log_dir`."""
+    done = launch(f"recipe={recipe}", "trainer.limit_val_batches=0", f"log.log_dir={log_dir}", *overrides, cwd=log_dir,
+                  timeout=400, OMP_NUM_THREADS=str(threads))
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     return {int(m[0]): [float(v) for v in m[1:]] for m in LINE.findall(output)}, output
@@ -314,7 +313,7 @@ PACKED = ("data.pack_pairs=true", "data.micro_batch_size=1", "data.global_batch_
 @pytest.mark.slow
 def test_tiny_dpo_on_packed_pairs_raises_margin(tmp_path):
     steps = 24
-    rows, output = preference_run("tiny_llama_dpo", f"trainer.max_steps={steps}", f"log.log_dir={tmp_path}", *PACKED)
+    rows, output = preference_run("tiny_llama_dpo", tmp_path, f"trainer.max_steps={steps}", *PACKED)
     assert "134 training pairs packed into 48 rows of up to 256 tokens" in output
     assert_dpo_learns(rows, steps, output)
 
@@ -322,14 +321,14 @@ def test_tiny_dpo_on_packed_pairs_raises_margin(tmp_path):
 @pytest.mark.slow
 def test_tiny_dpo_raises_margin_and_resumes_with_its_original_reference(tmp_path):
     steps = 24
-    settings = (f"trainer.max_steps={steps}", f"log.log_dir={tmp_path}", f"log.ckpt.every_n_train_steps={steps // 2}")
-    rows, output = preference_run("tiny_llama_dpo", *settings)
+    settings = (f"trainer.max_steps={steps}", f"log.ckpt.every_n_train_steps={steps // 2}")
+    rows, output = preference_run("tiny_llama_dpo", tmp_path, *settings)
     assert_dpo_learns(rows, steps, output)
 
     # An interruption after the halfway checkpoint: it is the newest one left, as NeMo's resume finds it.
     checkpoints = tmp_path / "tiny_llama_dpo" / "checkpoints"
     interrupt_after(checkpoints, step=steps // 2)
-    resumed, output = preference_run("tiny_llama_dpo", *settings)
+    resumed, output = preference_run("tiny_llama_dpo", tmp_path, *settings)
     assert "reference log-probs of 134 train pairs: restored from the checkpoint" in output
     assert sorted(resumed) == list(range(steps // 2, steps)), output[-3000:]
     # Rescoring the reference from the resumed weights would restart at loss log 2; the saved one continues.
@@ -345,7 +344,7 @@ def test_pipeline_parallel_2_over_two_processes(recipe, batches, tmp_path):
     """Two pipeline stages (gloo): the reference pre-pass goes through megatron's pipeline schedule (for LoRA
     with the adapters off), the last stage computes the loss and its metrics reach rank 0's log."""
     steps = 4
-    rows, output = preference_run(recipe, f"trainer.max_steps={steps}", f"log.log_dir={tmp_path}", "trainer.devices=2",
+    rows, output = preference_run(recipe, tmp_path, f"trainer.max_steps={steps}", "trainer.devices=2",
                                   "trainer.strategy.pipeline_model_parallel_size=2", *batches, threads=1)
     assert sorted(rows) == list(range(steps)), output[-3000:]
     if recipe.startswith("tiny_llama_dpo"):
@@ -359,7 +358,7 @@ def test_data_parallel_2_splits_the_reference_pre_pass(tmp_path):
     """Two data-parallel ranks (gloo): each scores its turns of the pre-pass batches (8 pairs each: 17 train
     batches, 2 validation ones), the summed table has every row exactly once, and step 0 is the reference."""
     steps = 2
-    rows, output = preference_run("tiny_llama_dpo", f"trainer.max_steps={steps}", f"log.log_dir={tmp_path}",
+    rows, output = preference_run("tiny_llama_dpo", tmp_path, f"trainer.max_steps={steps}",
                                   "trainer.devices=2", threads=1)
     for pairs, shares in (("134 train", "70 + 64"), ("16 validation", "8 + 8")):  # rank 0 takes the short last batch
         line = rf"\[preference\] reference log-probs of {pairs} pairs: scored in [\d.]+s by 2 data-parallel ranks " \

@@ -4,10 +4,7 @@ restructured for time). The slow ones share one short DPO run (validated_dpo_run
 import json
 import logging
 import math
-import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -59,11 +56,10 @@ def dpo_overrides(log_dir: Path, *overrides: str) -> list[str]:
 
 def dpo_run(log_dir: Path, *overrides: str) -> tuple[int, str]:
     """`launch.py recipe=tiny_llama_dpo` with `dpo_overrides`: (exit status, output)."""
-    from launching import REPO, child_environment
+    from launching import launch
 
-    command = [sys.executable, "launch.py", "recipe=tiny_llama_dpo", *dpo_overrides(log_dir, *overrides)]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=400,
-                          env=child_environment(OMP_NUM_THREADS="2"))
+    done = launch("recipe=tiny_llama_dpo", *dpo_overrides(log_dir, *overrides), cwd=log_dir, timeout=400,
+                  OMP_NUM_THREADS="2")
     return done.returncode, done.stdout + done.stderr
 
 

@@ -1,10 +1,9 @@
-"""SmolLM2 fine-tuned on CPU through launch.py, then exported: full SFT (with the end-of-run checkpoint
-average) --then average,export,eval -> transformers generates from the export, evaluation's JSON names it; LoRA -> merge_lora -> merged == base + alpha/r * B @ A
--> nemo_to_hf -> transformers generates."""
+"""SmolLM2 LoRA-fine-tuned on CPU through launch.py, then merged and exported: merged == base + alpha/r * B @ A,
+the export generates, has the merged checkpoint's logits and a lower held-out loss than the base model. Full SFT
+then `--then average,export,eval` is checked on the README walkthrough's run (tests/test_walkthrough.py)."""
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import time
@@ -16,7 +15,8 @@ import torch
 from conversion.merge_lora import merge_lora
 from conversion.nemo_to_hf import export_nemo
 from launching import assert_succeeded, launch, training_steps
-from nemo_checkpoint_logits import megatron_for_inference, megatron_logits, megatron_model_from_checkpoint
+from exported_model import (assert_export_has_the_checkpoints_logits, assert_training_lowered_the_held_out_loss,
+                            checkpoint_at, generate, model_weights, plain_tensors)
 
 LORA_RANK, LORA_ALPHA = 8, 16  # recipes/smollm2_135m.py
 ADAPTED = ("linear_qkv", "linear_proj", "linear_fc1", "linear_fc2")
@@ -46,133 +46,6 @@ def run_recipe(name: str, smollm2_nemo: Path, cwd: Path, *args: str) -> tuple[Pa
     steps = training_steps(output_of(result))
     print(f"\n[{name}] losses: {[round(loss, 3) for _, loss, _ in steps]}")
     return cwd / "results" / name, steps, output_of(result)
-
-
-def checkpoint_at(run_dir: Path, step: int) -> Path:
-    return next(p for p in (run_dir / "checkpoints").iterdir() if f"step={step}-" in p.name and not p.name.endswith("-last"))
-
-
-def plain_tensors(ckpt: Path) -> dict:
-    """Every tensor of a dist checkpoint, unsharded (layers stacked on dim 0), without building a model."""
-    from megatron.core import dist_checkpointing
-
-    from conversion._cpu import cuda_queries_answered_by_cpu
-    from conversion.average import single_process_megatron
-
-    with single_process_megatron(), cuda_queries_answered_by_cpu():
-        loaded = dist_checkpointing.load_plain_tensors(str(ckpt / "weights"))
-    return {k.removeprefix("module."): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
-
-
-def model_weights(ckpt: Path) -> dict:
-    return {k: v for k, v in plain_tensors(ckpt).items() if not k.startswith("optimizer") and v.is_floating_point()
-            and not k.endswith("_extra_state")}
-
-
-PROMPT = [{"role": "user", "content": "What is 2 + 3?"}]
-MAX_ABS_LOGIT_DIFF = 1e-3  # as for the import (tests/conversion/test_logit_parity.py)
-HELD_OUT = Path(__file__).resolve().parents[2] / "data" / "sft_examples" / "tiny_sft" / "validation.jsonl"
-
-
-@functools.lru_cache(maxsize=1)  # one 135M model in memory at a time
-def hf_model(hf_dir: Path):
-    """transformers' model and tokenizer of a folder, loaded once for the checks made on it in a row."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    return AutoModelForCausalLM.from_pretrained(hf_dir, torch_dtype=torch.float32).eval(), AutoTokenizer.from_pretrained(hf_dir)
-
-
-def prompt_ids(tokenizer) -> torch.Tensor:
-    return tokenizer(tokenizer.apply_chat_template(PROMPT, tokenize=False, add_generation_prompt=True), return_tensors="pt").input_ids
-
-
-def generate(hf_dir: Path) -> str:
-    config = json.loads((hf_dir / "tokenizer_config.json").read_text())
-    assert "<|im_start|>" in config.get("chat_template", ""), "the ChatML template must travel with the export"
-    model, tokenizer = hf_model(hf_dir)
-    ids = prompt_ids(tokenizer)
-    with torch.no_grad():
-        out = model.generate(ids, max_new_tokens=8, do_sample=False)
-    text = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
-    print(f"\n[generate] {hf_dir.name}: {text!r}")
-    return text
-
-
-def assert_export_has_the_checkpoints_logits(nemo_ckpt: Path, hf_dir: Path) -> None:
-    """The exported folder, run by transformers, gives the logits the NeMo checkpoint gives on the same chat prompt."""
-    model, tokenizer = hf_model(hf_dir)
-    ids = prompt_ids(tokenizer)
-    with torch.no_grad():
-        exported = model(ids).logits
-    with megatron_for_inference():
-        trained = megatron_logits(megatron_model_from_checkpoint(nemo_ckpt)[0], ids)
-    assert trained.shape == exported.shape
-    worst = (trained - exported).abs().max().item()
-    print(f"\n[export parity] {hf_dir.name}: max |logit diff| NeMo checkpoint vs exported HF = {worst:.3e}")
-    assert worst < MAX_ABS_LOGIT_DIFF
-
-
-@functools.cache  # the base model's, computed once
-def held_out_answer_loss(hf_dir: Path) -> float:
-    """Mean loss of the model's answer tokens on the recipes' held-out records, rendered as trained (ChatML)."""
-    model, tokenizer = hf_model(hf_dir)
-    losses = []
-    for line in HELD_OUT.read_text().splitlines():
-        record = json.loads(line)
-        prompt = tokenizer.apply_chat_template([{"role": "user", "content": record["input"]}], tokenize=False,
-                                               add_generation_prompt=True)
-        prompt_ids = tokenizer(prompt).input_ids
-        ids = torch.tensor([prompt_ids + tokenizer(record["output"] + "<|im_end|>").input_ids])
-        labels = ids.clone()
-        labels[0, :len(prompt_ids)] = -100
-        with torch.no_grad():
-            losses.append(model(ids, labels=labels).loss.item())
-    return sum(losses) / len(losses)
-
-
-def assert_training_lowered_the_held_out_loss(base_hf: Path, trained_hf: Path) -> None:
-    """Per-step training losses are of different batches (2 records each); the held-out loss compares like with like."""
-    after = held_out_answer_loss(trained_hf)  # first: the trained model is the one loaded
-    before = held_out_answer_loss(base_hf)
-    print(f"\n[held-out loss] {trained_hf.name}: {before:.3f} -> {after:.3f}")
-    assert after < before
-
-
-EVALUATION = ("then.eval.limit=2", "then.eval.threads=1", "then.eval.max_new_tokens=48")
-
-
-def test_sft_then_average_export_eval(smollm2_hf, smollm2_nemo, tmp_path):
-    """launch.py --then average,export,eval: the recipe's own average is exported and evaluated, in order."""
-    run_dir, steps, output = run_recipe(
-        "smollm2_135m_sft", smollm2_nemo, tmp_path, *EVALUATION, "--then", "average,export,eval:arithmetic"
-    )
-    assert [s[0] for s in steps] == list(range(10))
-    assert all(math.isfinite(loss) for _, loss, _ in steps)
-
-    # The recipe's AverageLastCheckpoints(last=2) ran after llm.finetune returned: mean of steps 4 and 9.
-    averaged_dir = run_dir / "averaged"
-    assert (averaged_dir / "context" / "io.json").is_file(), "the end-of-training average is missing"
-    step4, step9 = model_weights(checkpoint_at(run_dir, 4)), model_weights(checkpoint_at(run_dir, 9))
-    averaged = model_weights(averaged_dir)
-    assert sorted(averaged) == sorted(step9)
-    moved = 0
-    for name, tensor in step9.items():
-        expected = ((step4[name].double() + tensor.double()) / 2).to(tensor.dtype)
-        assert torch.equal(averaged[name], expected), name
-        moved += not torch.equal(step4[name], tensor)
-    assert moved > 0, "training changed no weight between steps 4 and 9"
-
-    # Then, after training: the averaged checkpoint exported (python -m conversion.nemo_to_hf), then evaluated.
-    hf_dir = run_dir / "hf"
-    assert "[then] average: done when training ends" in output
-    assert f"[then] export: python -m conversion.nemo_to_hf --nemo {run_dir.resolve() / 'averaged'}" in output
-    assert generate(hf_dir).strip()
-    assert_export_has_the_checkpoints_logits(averaged_dir, hf_dir)
-    assert_training_lowered_the_held_out_loss(smollm2_hf, hf_dir)
-    record = json.loads((run_dir / "eval.json").read_text())
-    assert Path(record["checkpoint"]) == hf_dir.resolve() and record["model_kind"] == "hf"
-    rows = [row for row in record["results"] if row["benchmark"] == "arithmetic"]
-    assert rows and all(row["samples"] == 2 for row in rows), record["results"]
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ def train(recipe, import_how: str = checkpoints.import_command("NAME")):
     reference table is refused here too, before NeMo starts (the submitter of a Slurm job may not see it)."""
     checkpoints.require_restorable_recipe(recipe, import_how)
     decision = resume.apply(recipe)
-    _require_reference_table(recipe, decision.checkpoint)
+    _refuse_bad_resume(recipe, decision.checkpoint)
     cpu.enable()
     no_te.enable()
     signals.keep_checkpoint_writer_alive_on_sigterm()
@@ -30,14 +30,15 @@ def train(recipe, import_how: str = checkpoints.import_command("NAME")):
     return result
 
 
-def _require_reference_table(recipe, checkpoint) -> None:
-    """The launcher's refusal (launcher/rules/preference.py), on the built recipe: the same one line."""
+def _refuse_bad_resume(recipe, checkpoint) -> None:
+    """Callbacks that cannot continue from some checkpoints (e.g. training.preference_steps: DPO without its reference
+    table) define `refuse_resume_from(checkpoint)`; it raises the launcher's refusal, the same one line."""
     trainer = getattr(recipe, "keywords", {}).get("trainer")
     if checkpoint is None or trainer is None:
         return
-    from training.preference_steps import require_reference_table  # imports NeMo: only when resuming
-
-    require_reference_table(trainer.callbacks, checkpoint)
+    for callback in trainer.callbacks:
+        if callable(getattr(callback, "refuse_resume_from", None)):
+            callback.refuse_resume_from(checkpoint)
 
 
 def _after_training(recipe) -> None:

@@ -235,14 +235,6 @@ def missing_reference_table(checkpoint, split: str) -> str:
             "(resume.restore_config.path)")
 
 
-def require_reference_table(callbacks, checkpoint) -> None:
-    """Refuses (UserError) to resume full-parameter DPO from a checkpoint without the train pairs' reference table:
-    what the launcher checks on the config, checked by the job on its built callbacks (runtime/entry.py)."""
-    precomputed = any(isinstance(c, PreferenceTraining) and c.reference == "precomputed" for c in callbacks)
-    if precomputed and "train" not in saved_reference_splits(checkpoint):
-        raise UserError(missing_reference_table(checkpoint, "train"))
-
-
 SAME_DATA = ("resume with the same data (data.paths, data.validation_pairs, data.seq_length, data.template, "
              "data.seed), or start a new run (log.log_dir) to score the new data")
 
@@ -288,6 +280,12 @@ class PreferenceTraining(pl.Callback):
         pl_module._validation_loss_reduction = PreferenceLossReduction(self.loss, validation_step=True)
         if _pipeline_stages(trainer) > 1:
             pl_module.config.variable_seq_lengths = True  # micro batches are as long as their longest pair
+
+    def refuse_resume_from(self, checkpoint) -> None:
+        """Full-parameter DPO resumes only from a checkpoint with the train pairs' reference table (UserError
+        otherwise): what the launcher checks on the config, checked by the job on its built callbacks (runtime/entry.py)."""
+        if self.reference == "precomputed" and "train" not in saved_reference_splits(checkpoint):
+            raise UserError(missing_reference_table(checkpoint, "train"))
 
     def needs_table(self, trainer) -> bool:
         return self.reference == "precomputed" or (self.reference == "adapters_off" and _pipeline_stages(trainer) > 1)

@@ -1,78 +1,142 @@
-"""`python launch.py ...` without paying NeMo's import on every launch (about 9 s of a 12 s tiny run here):
-a server process per pytest worker imports launch.py and NeMo once, then forks a child for each launch.
-The child is what `python launch.py ARGS` would be from its first line on: its own session (a process group
-the tests can signal), working directory, environment, stdout and stderr files and exit status; torchrun
-and its workers are started by it as usual.
+"""`python launch.py ...`, and the training processes torchrun starts for it, without paying NeMo's import in
+each (about 9 s of a 12 s tiny run here): a server process per pytest worker imports launch.py and NeMo once,
+then forks a process for each launch and for each torchrun worker.
 
-What a forked child cannot be is a process whose environment differed while NeMo imported: a launch whose
-environment differs from the server's in anything but the variables read after import (PROCESS_VARIABLES,
-and NEMORUN_HOME, which nemo_run reads at import and the child sets again) runs as a fresh process
-instead, as does --verbose (its warnings are raised during the import). The server does nothing but
-import before it forks, so no thread pool of torch exists to be inherited half-made."""
+A forked launch is what `python launch.py ARGS` would be from its first line on: its own session (a process
+group the tests can signal), working directory, environment, stdout and stderr and exit status; it starts
+torchrun as usual. torchrun's workers (`python -u -m nemo_run.core.runners.fdl_runner ...`) are started as
+usual too, but tests/warm_site/sitecustomize.py, on their path, hands their command, environment, working
+directory and standard streams to this server, which forks the worker's body; the started process stays
+torchrun's child, passing on its signals and ending with the worker's exit status, and the worker dies with it.
+
+What a forked process cannot be is one whose environment differed while NeMo imported: a launch whose
+environment differs from the server's in anything but the variables read after import (PROCESS_VARIABLES;
+nemo_run reads NEMORUN_HOME at import, and the child sets it again) runs as a fresh process instead, as does
+--verbose (its warnings are raised during the import). The server does nothing but import before it forks,
+so no thread pool of torch exists to be inherited half-made."""
 
 from __future__ import annotations
 
 import atexit
+import io
 import json
 import os
 import queue
+import select
+import selectors
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# Read when a run starts, not at import: a child may differ from the server in these.
+SITE = Path(__file__).resolve().parent / "warm_site"
+SOCKET_VARIABLE = "WARM_LAUNCHER_SOCKET"
+# Read when a run starts, not at import: a launch may differ from the server in these.
 PROCESS_VARIABLES = {"OMP_NUM_THREADS", "NEMORUN_HOME", "PYTEST_CURRENT_TEST"}
+HEADER = 16  # the length of a request, in ASCII digits, before the request
+
+
+def send_request(connection: socket.socket, request: dict, fds: list[int]) -> None:
+    body = json.dumps(request).encode()
+    socket.send_fds(connection, [f"{len(body):0{HEADER}d}".encode()], fds)
+    connection.sendall(body)
+
+
+def receive_exactly(connection: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = connection.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("the request ended early")
+        data += chunk
+    return data
+
+
+def receive_request(connection: socket.socket) -> tuple[dict, list[int]]:
+    header, fds, _, _ = socket.recv_fds(connection, HEADER, 3)
+    header += receive_exactly(connection, HEADER - len(header))
+    return json.loads(receive_exactly(connection, int(header))), fds
 
 
 # ---- the server (this file run as a script) -------------------------------------------------------------
 
 
-def serve() -> None:
+def serve(socket_path: str) -> None:
     sys.path.insert(0, str(REPO))
     sys.argv = [str(REPO / "launch.py")]
     from common import third_party_noise
 
     third_party_noise.silence()  # as launch.py's argument parsing does before NeMo is imported
     import nemo.collections.llm  # noqa: F401  everything a launch imports, once
-    import nemo_run.config
+    import nemo_run.core.runners.fdl_runner  # noqa: F401  and a torchrun worker
 
     import launch
     from launcher import chain, inspection, plans, session  # noqa: F401
 
-    requests, replies = sys.stdin, sys.stdout
-    sys.stdout = sys.stderr  # nothing but replies on the reply pipe
-    print(json.dumps({"ready": True}), file=replies, flush=True)
-    for line in requests:
-        request = json.loads(line)
-        pid = os.fork()
-        if pid == 0:
-            run_child(request, launch.main, nemo_run.config.set_nemorun_home)
-        print(json.dumps({"pid": pid}), file=replies, flush=True)
-        _, status = os.waitpid(pid, 0)
-        print(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}), file=replies, flush=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(socket_path)
+    listener.listen(16)
+    events = selectors.DefaultSelector()
+    events.register(listener, selectors.EVENT_READ, "request")
+    events.register(sys.stdin, selectors.EVENT_READ, "client gone")  # the pytest worker closes it, or dies
+    print("ready", flush=True)
+    while True:
+        for key, _ in events.select():
+            if key.data == "client gone":
+                return
+            if key.data == "request":
+                connection, _ = listener.accept()
+                request, fds = receive_request(connection)
+                pid = os.fork()
+                if pid == 0:
+                    listener.close()
+                    run_child(request, fds, launch.main)
+                for fd in fds:
+                    os.close(fd)
+                connection.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+                events.register(os.pidfd_open(pid), selectors.EVENT_READ, (pid, connection))
+            else:  # a child ended: its exit status to whoever asked for it
+                pid, connection = key.data
+                events.unregister(key.fileobj)
+                os.close(key.fileobj)
+                _, status = os.waitpid(pid, 0)
+                connection.sendall(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
+                connection.close()
 
 
-def run_child(request: dict, main, set_nemorun_home) -> None:
-    """In the forked child: become `python launch.py ARGS` in the request's folder, environment and files."""
+def run_child(request: dict, fds: list[int], launch_main) -> None:
+    """In the forked child: become the requested process (a launch, or a torchrun worker) and exit as it would."""
     code = 1
     try:
         os.setsid()
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        set_nemorun_home(os.environ["NEMORUN_HOME"])
-        for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
-            target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        import nemo_run.config
+
+        nemo_run.config.set_nemorun_home(os.environ.get("NEMORUN_HOME", os.path.expanduser("~/.nemo_run")))
+        streams = fds if len(fds) == 3 else [os.open(os.devnull, os.O_RDONLY), *fds]
+        for fd, target in enumerate(streams):
             os.dup2(target, fd)
             os.close(target)
-        sys.stdin.close()
-        sys.stdout = open(1, "w", buffering=1, closefd=False)
-        sys.stderr = open(2, "w", buffering=1, closefd=False)
+        sys.stdin = open(0, closefd=False)
+        sys.stdout = io.TextIOWrapper(open(1, "wb", buffering=0, closefd=False), write_through=True)  # as python -u
+        sys.stderr = io.TextIOWrapper(open(2, "wb", buffering=0, closefd=False), write_through=True)
         sys.__stdout__, sys.__stderr__ = sys.stdout, sys.stderr
-        sys.argv = [str(REPO / "launch.py"), *request["argv"]]
-        code = main(request["argv"])
+        if request["kind"] == "launch":
+            sys.argv = [str(REPO / "launch.py"), *request["argv"]]
+            code = launch_main(request["argv"])
+        else:
+            die_with(request["starter_pid"])
+            import runpy
+
+            sys.argv = [request["module"], *request["argv"]]
+            runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+            code = 0
     except SystemExit as ended:
         code = ended.code if isinstance(ended.code, int) else (0 if ended.code is None else 1)
     except BaseException:
@@ -89,57 +153,70 @@ def run_child(request: dict, main, set_nemorun_home) -> None:
             os._exit(code)
 
 
+def die_with(pid: int) -> None:
+    """A worker forked here is not its starter's child: when the starter is killed (torchrun's group killed by a
+    test, or SIGKILLed), the worker must go too, as it would have."""
+    watched = os.pidfd_open(pid)
+
+    def watch():
+        select.select([watched], [], [])
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 # ---- the client ---------------------------------------------------------------------------------------
 
 
 class WarmLauncher:
     def __init__(self, environment: dict[str, str]):
-        self.environment = environment
-        self.server = subprocess.Popen([sys.executable, __file__], cwd=REPO, env=self.environment, text=True,
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self.replies: queue.Queue[dict] = queue.Queue()
-        threading.Thread(target=self._read_replies, daemon=True).start()
-        assert self.replies.get(timeout=300).get("ready"), "the warm launcher did not start"
-
-    def _read_replies(self) -> None:
-        for line in self.server.stdout:
-            self.replies.put(json.loads(line))
-        self.replies.put({"returncode": None, "pid": None, "ready": False})  # the server died: unblock a waiter
+        self.folder = tempfile.TemporaryDirectory(prefix="warm-launcher-")
+        self.socket_path = str(Path(self.folder.name) / "socket")
+        self.additions = {SOCKET_VARIABLE: self.socket_path,
+                          "PYTHONPATH": os.pathsep.join(filter(None, [str(SITE), environment.get("PYTHONPATH")]))}
+        self.environment = dict(environment, **self.additions)
+        self.server = subprocess.Popen([sys.executable, __file__, self.socket_path], cwd=REPO, env=self.environment,
+                                       text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert self.server.stdout.readline().strip() == "ready", "the warm launcher did not start"
 
     def serves(self, argv: list[str], env: dict[str, str]) -> bool:
+        env = dict(env, **self.additions)
         differs = {k for k in env.keys() | self.environment.keys() if env.get(k) != self.environment.get(k)}
         return self.server.poll() is None and differs <= PROCESS_VARIABLES and "--verbose" not in argv
 
     def start(self, argv: list[str], cwd: Path, env: dict[str, str], stdout: Path, stderr: Path) -> "WarmRun":
-        """A pytest worker runs one test, so one launch, at a time: the server serves them in turn."""
-        request = dict(argv=list(argv), cwd=str(cwd), env=env, stdout=str(stdout), stderr=str(stderr))
-        self.server.stdin.write(json.dumps(request) + "\n")
-        self.server.stdin.flush()
-        pid = self.replies.get(timeout=60)["pid"]
-        assert pid, "the warm launcher died"
-        return WarmRun(self, pid)
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        connection.connect(self.socket_path)
+        request = dict(kind="launch", argv=list(argv), cwd=str(cwd), env=dict(env, **self.additions))
+        with open(stdout, "a") as out, open(stderr, "a") as err:
+            send_request(connection, request, [out.fileno(), err.fileno()])
+        return WarmRun(connection)
 
     def close(self) -> None:
         self.server.stdin.close()
         self.server.wait(timeout=30)
+        self.folder.cleanup()
 
 
 class WarmRun:
     """A started launch: `pid` leads its process group; `wait()` gives its exit status as subprocess would."""
 
-    def __init__(self, launcher: WarmLauncher, pid: int):
-        self.launcher, self.pid, self.returncode = launcher, pid, None
+    def __init__(self, connection: socket.socket):
+        self.replies: queue.Queue[dict] = queue.Queue()
+        lines = connection.makefile()
+        threading.Thread(target=lambda: [self.replies.put(json.loads(line)) for line in lines], daemon=True).start()
+        self.pid, self.returncode = self.replies.get(timeout=60)["pid"], None
 
     def poll(self) -> int | None:
-        if self.returncode is None and not self.launcher.replies.empty():
-            self.returncode = self.launcher.replies.get()["returncode"]
+        if self.returncode is None and not self.replies.empty():
+            self.returncode = self.replies.get()["returncode"]
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
         """As Popen.wait: the exit status, negative for a signal; raises subprocess.TimeoutExpired."""
         if self.returncode is None:
             try:
-                self.returncode = self.launcher.replies.get(timeout=timeout)["returncode"]
+                self.returncode = self.replies.get(timeout=timeout)["returncode"]
             except queue.Empty:
                 raise subprocess.TimeoutExpired(f"launch.py (pid {self.pid})", timeout) from None
         return self.returncode
@@ -159,4 +236,4 @@ def warm_launcher(environment: dict[str, str]) -> WarmLauncher:
 
 
 if __name__ == "__main__":
-    serve()
+    serve(sys.argv[1])

@@ -33,8 +33,10 @@ def start_launch(args: list[str], cwd: Path, stdout: Path, stderr: Path, **varia
     env = child_environment(NEMORUN_HOME=str(cwd / ".nemo_run"), **variables)
     stdout.touch(), stderr.touch()  # for a caller that reads them at once
     warm = warm_launcher(child_environment())
-    if warm.serves(args, env):
+    fresh_because = warm.why_not_served(args, env)
+    if fresh_because is None:
         return warm.start(args, cwd, env, stdout, stderr)
+    print(f"[launching] a fresh process: {fresh_because}", file=sys.stderr)
     with open(stdout, "a") as out, open(stderr, "a") as err:
         return subprocess.Popen([sys.executable, str(REPO / "launch.py"), *args], cwd=cwd, env=env,
                                 start_new_session=True, stdout=out, stderr=err)

@@ -71,6 +71,7 @@ def serve(socket_path: str) -> None:
     from common import third_party_noise
 
     third_party_noise.silence()  # as launch.py's argument parsing does before NeMo is imported
+    before_import = dict(os.environ)
     import nemo.collections.llm  # noqa: F401  everything a launch imports, once
     import nemo_run.core.runners.fdl_runner  # noqa: F401  and a torchrun worker
 
@@ -83,7 +84,9 @@ def serve(socket_path: str) -> None:
     events = selectors.DefaultSelector()
     events.register(listener, selectors.EVENT_READ, "request")
     events.register(sys.stdin, selectors.EVENT_READ, "client gone")  # the pytest worker closes it, or dies
-    print("ready", flush=True)
+    # What importing sets in the environment (e.g. KMP_INIT_AT_FORK): a forked process has it as a fresh one would.
+    set_by_import = {k: v for k, v in os.environ.items() if before_import.get(k) != v}
+    print(json.dumps(set_by_import), flush=True)
     while True:
         for key, _ in events.select():
             if key.data == "client gone":
@@ -94,7 +97,7 @@ def serve(socket_path: str) -> None:
                 pid = os.fork()
                 if pid == 0:
                     listener.close()
-                    run_child(request, fds, launch.main)
+                    run_child(request, fds, launch.main, set_by_import)
                 for fd in fds:
                     os.close(fd)
                 connection.sendall(json.dumps({"pid": pid}).encode() + b"\n")
@@ -108,7 +111,7 @@ def serve(socket_path: str) -> None:
                 connection.close()
 
 
-def run_child(request: dict, fds: list[int], launch_main) -> None:
+def run_child(request: dict, fds: list[int], launch_main, set_by_import: dict[str, str]) -> None:
     """In the forked child: become the requested process (a launch, or a torchrun worker) and exit as it would."""
     code = 1
     try:
@@ -116,6 +119,8 @@ def run_child(request: dict, fds: list[int], launch_main) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        for name, value in set_by_import.items():
+            os.environ.setdefault(name, value)
         import nemo_run.config
 
         nemo_run.config.set_nemorun_home(os.environ.get("NEMORUN_HOME", os.path.expanduser("~/.nemo_run")))
@@ -177,12 +182,21 @@ class WarmLauncher:
         self.environment = dict(environment, **self.additions)
         self.server = subprocess.Popen([sys.executable, __file__, self.socket_path], cwd=REPO, env=self.environment,
                                        text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        assert self.server.stdout.readline().strip() == "ready", "the warm launcher did not start"
+        ready = self.server.stdout.readline()
+        assert ready, "the warm launcher did not start"
+        # A process that imported NeMo (this one, for in-process tests) has these too: they are no difference.
+        self.set_by_import = set(json.loads(ready))
 
-    def serves(self, argv: list[str], env: dict[str, str]) -> bool:
+    def why_not_served(self, argv: list[str], env: dict[str, str]) -> str | None:
+        """None if this server can start the launch; otherwise why it must be a fresh process."""
+        if self.server.poll() is not None:
+            return "the warm launcher has ended"
+        if "--verbose" in argv:
+            return "--verbose shows the warnings NeMo raises while it imports"
         env = dict(env, **self.additions)
         differs = {k for k in env.keys() | self.environment.keys() if env.get(k) != self.environment.get(k)}
-        return self.server.poll() is None and differs <= PROCESS_VARIABLES and "--verbose" not in argv
+        differs -= PROCESS_VARIABLES | self.set_by_import
+        return f"its environment differs while NeMo imports: {sorted(differs)}" if differs else None
 
     def start(self, argv: list[str], cwd: Path, env: dict[str, str], stdout: Path, stderr: Path) -> "WarmRun":
         connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -32,11 +32,8 @@ def start_launch(args: list[str], cwd: Path, stdout: Path, stderr: Path, **varia
     (tests/warm_launcher.py). Returns a Popen or its warm equivalent (pid, poll, wait)."""
     env = child_environment(NEMORUN_HOME=str(cwd / ".nemo_run"), **variables)
     stdout.touch(), stderr.touch()  # for a caller that reads them at once
-    warm = warm_launcher(child_environment())
-    fresh_because = warm.why_not_served(args, env)
-    if fresh_because is None:
-        return warm.start(args, cwd, env, stdout, stderr)
-    print(f"[launching] a fresh process: {fresh_because}", file=sys.stderr)
+    if "--verbose" not in args:  # its warnings are raised while NeMo imports: only a fresh process shows them
+        return warm_launcher(env).start(args, cwd, env, stdout, stderr)
     with open(stdout, "a") as out, open(stderr, "a") as err:
         return subprocess.Popen([sys.executable, str(REPO / "launch.py"), *args], cwd=cwd, env=env,
                                 start_new_session=True, stdout=out, stderr=err)

@@ -11,8 +11,8 @@ torchrun's child, passing on its signals and ending with the worker's exit statu
 
 What a forked process cannot be is one whose environment differed while NeMo imported: a launch whose
 environment differs from the server's in anything but the variables read after import (PROCESS_VARIABLES;
-nemo_run reads NEMORUN_HOME at import, and the child sets it again) runs as a fresh process instead, as does
---verbose (its warnings are raised during the import). The server does nothing but import before it forks,
+nemo_run reads NEMORUN_HOME at import, and the child sets it again) gets a new server, started in its
+environment; --verbose runs as a fresh process (its warnings are raised during the import). The server does nothing but import before it forks,
 so no thread pool of torch exists to be inherited half-made."""
 
 from __future__ import annotations
@@ -187,16 +187,11 @@ class WarmLauncher:
         # A process that imported NeMo (this one, for in-process tests) has these too: they are no difference.
         self.set_by_import = set(json.loads(ready))
 
-    def why_not_served(self, argv: list[str], env: dict[str, str]) -> str | None:
-        """None if this server can start the launch; otherwise why it must be a fresh process."""
-        if self.server.poll() is not None:
-            return "the warm launcher has ended"
-        if "--verbose" in argv:
-            return "--verbose shows the warnings NeMo raises while it imports"
+    def differs_from(self, env: dict[str, str]) -> set[str]:
+        """The variables of `env` that the server's processes could not take on after NeMo imported."""
         env = dict(env, **self.additions)
         differs = {k for k in env.keys() | self.environment.keys() if env.get(k) != self.environment.get(k)}
-        differs -= PROCESS_VARIABLES | self.set_by_import
-        return f"its environment differs while NeMo imports: {sorted(differs)}" if differs else None
+        return differs - PROCESS_VARIABLES - self.set_by_import
 
     def start(self, argv: list[str], cwd: Path, env: dict[str, str], stdout: Path, stderr: Path) -> "WarmRun":
         connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -239,12 +234,16 @@ class WarmRun:
 _launcher: WarmLauncher | None = None
 
 
-def warm_launcher(environment: dict[str, str]) -> WarmLauncher:
-    """This process's server, started on first use with `environment` (a test run that launches nothing never
-    pays for it)."""
+def warm_launcher(env: dict[str, str]) -> WarmLauncher:
+    """This process's server for a launch in `env`: started on first use (a test run that launches nothing never
+    pays for it), and again when a launch's environment differs from the server's while NeMo imports (e.g. the
+    Slurm tests' SLURM_CONF, set for the rest of the run)."""
     global _launcher
-    if _launcher is None or _launcher.server.poll() is not None:
-        _launcher = WarmLauncher(environment)
+    if _launcher is not None and (_launcher.server.poll() is not None or _launcher.differs_from(env)):
+        _launcher.close()
+        _launcher = None
+    if _launcher is None:
+        _launcher = WarmLauncher(env)
         atexit.register(_launcher.close)
     return _launcher
 

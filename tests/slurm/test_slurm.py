@@ -10,6 +10,7 @@ ends them (SIGTERM within 30 s); its three --then jobs each import NeMo or trans
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -244,6 +245,59 @@ def test_failed_job_afterany_runs_next_afterok_cancels_it(cluster, session_api, 
     script = (home / "experiments" / "tiny_llama_pretrain" / exp_after / "tiny_llama_pretrain_sbatch.sh").read_text()
     assert f"#SBATCH --dependency=afterany:{b1}:{b2}\n" in script  # every job of the named experiment
     assert wait_done([c1], timeout_s=60)[c1]["JobState"] == "FAILED"
+
+
+def complete_checkpoints(folder: Path) -> list[Path]:
+    from runtime.resume import is_unfinished, saved_checkpoints
+
+    return [c for c in saved_checkpoints(folder) if not is_unfinished(c) and (c / "weights" / "metadata.json").is_file()]
+
+
+def kill_processes_of(job_id: str) -> None:
+    """SIGKILL to every process of the job, as a crash would end them (scancel would mark the job CANCELLED)."""
+    listed = subprocess.run(["scontrol", "listpids", job_id], capture_output=True, text=True, check=True).stdout
+    for pid in re.findall(r"^(\d+)\s", listed, re.M):
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+RESUMED = re.compile(r"resume: from (\S+) \(global step (\d+)\)")
+
+
+@pytest.mark.slow
+def test_a_job_after_a_failed_one_resumes_and_ends_where_its_slot_ends(cluster, session_api, home, capsys, tmp_path):
+    """--jobs 2 with trainer.max_steps=40: job 1's slot ends at step 20, job 2's at 40. Job 1 is SIGKILLed (as by the
+    OOM killer) right after its first checkpoint, long before its slot ends, and FAILS; job 2 (afterany) resumes from
+    that run's newest complete checkpoint and trains to the end of its own slot, global step 39: the target is a
+    global step, not a count of steps per job (runtime/SLURM.md)."""
+    logs = tmp_path / "results"
+    experiment, (first, second) = submit(session_api, [
+        "executor=slurm", "executor.partition=debug", "executor.time=00:10:00", "trainer.max_steps=40",
+        "trainer.val_check_interval=40", "log.ckpt.every_n_train_steps=2", f"log.log_dir={logs}", "log.name=crash",
+    ], capsys=capsys)  # fmt: skip
+    checkpoints = logs / "crash" / "checkpoints"
+    deadline = time.time() + 300
+    while not complete_checkpoints(checkpoints):
+        assert time.time() < deadline and job(first)["JobState"] in ("PENDING", "RUNNING"), job(first)["JobState"]
+        time.sleep(0.01)
+    kill_processes_of(first)
+    states = wait_done([first, second])
+    exp_dir = home / "experiments" / "tiny_llama_pretrain" / experiment
+    log1, log2 = (job_log(exp_dir / f"tiny_llama_pretrain-{n}") for n in (1, 2))
+    assert states[first]["JobState"] == "FAILED", (states[first], log1[-3000:])
+    assert states[second]["JobState"] == "COMPLETED", log2[-3000:]
+    assert when(states[second]["StartTime"]) >= when(states[first]["EndTime"])
+
+    steps1, steps2 = logged_steps(log1), logged_steps(log2)
+    assert steps1[-1][0] < 19, "job 1 was to fail before the end of its slot"
+    checkpoint, step = RESUMED.search(log2).groups()  # one of job 1's (later ones replace it: save_top_k)
+    assert Path(checkpoint).parent == checkpoints and Path(checkpoint).name.startswith(f"step={step}-") and int(step) < 19
+    assert steps2[0] == (int(step) + 1, (int(step) + 2) * 8)  # consumed samples continue (global batch 8)
+    print(f"\n[slurm] job 1 killed after logging step {steps1[-1][0]}; job 2 resumed from step {step}, trained "
+          f"steps {steps2[0][0]}-{steps2[-1][0]}")
+    assert steps2[-1][0] == 39, "job 2 ends where its slot ends: global step 39, not its resumed step + 20"
 
 
 def test_secrets_in_executor_env_vars_are_refused(session_api):

@@ -92,8 +92,10 @@ def slurm_launch(prepared: Prepared) -> int:
     # A path the submitter cannot see is checked by the job itself, first thing (runtime.entry.train).
     starting_weights.require(prepared, only_where_visible=True)
     print(plans.require_fit(prepared))
+    slurm.require_tunnel(prepared.executor_config)
     after = slurm.resolve_after(prepared.after) if prepared.after else []
     executor = slurm.build(prepared.executor_config)
+    slurm.connect(executor)
     experiment_id, jobs = slurm.submit(prepared.name, executor, slurm_steps(prepared), after)
     print(f"experiment: {experiment_id}")
     for job_name, job_id in jobs:

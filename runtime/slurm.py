@@ -87,6 +87,33 @@ def tunnel_config(kind: str) -> run.Config:
     raise UserError(f"executor.tunnel={kind!r}: use 'local' (submit on this host) or 'ssh' (then set executor.tunnel.host/user/job_dir)")
 
 
+def require_tunnel(config: run.Config) -> None:
+    """executor.tunnel=ssh needs its host and job_dir set (the defaults are placeholders a dry run shows)."""
+    tunnel = config.tunnel
+    for key in ("host", "job_dir"):
+        value = str(getattr(tunnel, key, "") or "")
+        if fdl.get_callable(tunnel) is run.SSHTunnel and (not value or value.startswith("<set ")):
+            raise UserError(f"executor.tunnel.{key} is not set: executor.tunnel=ssh submits through an SSH login host; "
+                            f"set executor.tunnel.host=HOST executor.tunnel.job_dir=DIR (a folder on the cluster), "
+                            "or submit on the cluster with executor.tunnel=local")
+
+
+def connect(executor: run.SlurmExecutor) -> None:
+    """Opens the SSH tunnel before anything is packaged or submitted: a host that cannot be reached is refused
+    with the keys to change, not a traceback."""
+    tunnel = executor.tunnel
+    if not isinstance(tunnel, run.SSHTunnel):
+        return
+    import paramiko
+
+    try:
+        tunnel.connect()
+    except (OSError, paramiko.SSHException) as error:
+        raise UserError(f"executor.tunnel.host={tunnel.host} (user {tunnel.user or '<none>'}): cannot connect over SSH: "
+                        f"{error}; check the host, executor.tunnel.user and your SSH key or agent, or submit on the "
+                        "cluster with executor.tunnel=local") from error
+
+
 def check_no_secrets(config: run.Config) -> None:
     for name in config.env_vars or {}:
         if is_secret(name):
@@ -198,6 +225,18 @@ def resolve_after(after: str) -> list[str]:
     )
 
 
+def _own_copy(executor: run.SlurmExecutor) -> run.SlurmExecutor:
+    """A job's own executor (its dependencies and flags are its own); the tunnel stays shared: one connection per
+    cluster, and an SSH tunnel holds a lock that cannot be copied."""
+    tunnel, executor.tunnel = executor.tunnel, None
+    try:
+        copied = copy.deepcopy(executor)
+    finally:
+        executor.tunnel = tunnel
+    copied.tunnel = tunnel
+    return copied
+
+
 def _experiment(title: str, executor, steps, after_ids, base_dir=None) -> run.Experiment:
     """An experiment (inside its context) with one job per step; steps are (name, task, executor|None)."""
     exp = run.Experiment(
@@ -206,7 +245,7 @@ def _experiment(title: str, executor, steps, after_ids, base_dir=None) -> run.Ex
     exp.__enter__()
     previous = None
     for index, (name, task, step_executor) in enumerate(steps):
-        step_executor = copy.deepcopy(step_executor or executor)
+        step_executor = _own_copy(step_executor or executor)
         if index == 0 and after_ids:
             # nemo_run rewrites `dependencies` of every job of a DAG; an extra sbatch flag survives it.
             params = dict(step_executor.additional_parameters or {})
@@ -254,6 +293,8 @@ __all__ = [
     "resolve_after",
     "render",
     "tunnel_config",
+    "require_tunnel",
+    "connect",
     "LIST_KEYS",
     "submit",
     "StopAtStep",

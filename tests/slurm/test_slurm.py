@@ -300,6 +300,21 @@ def test_a_job_after_a_failed_one_resumes_and_ends_where_its_slot_ends(cluster, 
     assert steps2[-1][0] == 39, "job 2 ends where its slot ends: global step 39, not its resumed step + 20"
 
 
+def test_ssh_tunnel_dry_runs_and_refuses_an_unset_or_unreachable_host(session_api):
+    """executor.tunnel=ssh: the dry run renders the sbatch scripts (each job's executor copied, the tunnel shared);
+    a launch refuses, before anything is packaged or submitted, a host left unset and one it cannot reach."""
+    from common.errors import UserError
+
+    ssh = ["executor=slurm", "executor.tunnel=ssh"]
+    dryrun = session_api.dryrun(session_api.prepare("tiny_llama_pretrain", ssh))
+    assert "host: <set executor.tunnel.host>" in dryrun and "#SBATCH --job-name=" in dryrun
+    with pytest.raises(UserError, match=r"^executor.tunnel.host is not set: .* set executor.tunnel.host=HOST"):
+        session_api.launch(session_api.prepare("tiny_llama_pretrain", ssh))
+    unreachable = [*ssh, "executor.tunnel.host=no-such-host.invalid", "executor.tunnel.job_dir=/scratch/runs"]
+    with pytest.raises(UserError, match=r"^executor.tunnel.host=no-such-host.invalid \(user .*\): cannot connect over SSH"):
+        session_api.launch(session_api.prepare("tiny_llama_pretrain", unreachable))
+
+
 def test_secrets_in_executor_env_vars_are_refused(session_api):
     from common.errors import UserError
 

@@ -113,10 +113,6 @@ def tiny_imports(tmp_path_factory, worker_id):
 LOADS_SMOLLM2 = ("smollm2_hf", "smollm2_nemo", "smollm2_roundtrip")
 
 
-def runs_longest(item) -> bool:
-    return any(name in item.fixturenames for name in ("cluster", *LOADS_SMOLLM2))
-
-
 def shares_a_module_fixture(item) -> bool:
     return any(d.scope in ("module", "class") for defs in item._fixtureinfo.name2fixturedefs.values() for d in defs)
 
@@ -131,9 +127,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
         if any(name in item.fixturenames for name in LOADS_SMOLLM2):
             item.add_marker(pytest.mark.slow)  # the import alone is about a minute
-    # Long tests first, so that neither worker is left with one at the end while the other idles: the longest
-    # (Slurm jobs, the SmolLM2 runs) before the other slow ones.
-    items.sort(key=lambda item: 2 if item.get_closest_marker("slow") is None else 0 if runs_longest(item) else 1)
+    # Long tests first, so that neither worker is left with one at the end while the other idles.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.hookimpl(hookwrapper=True)

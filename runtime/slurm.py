@@ -90,9 +90,11 @@ def tunnel_config(kind: str) -> run.Config:
 def require_tunnel(config: run.Config) -> None:
     """executor.tunnel=ssh needs its host and job_dir set (the defaults are placeholders a dry run shows)."""
     tunnel = config.tunnel
+    if fdl.get_callable(tunnel) is not run.SSHTunnel:
+        return
     for key in ("host", "job_dir"):
         value = str(getattr(tunnel, key, "") or "")
-        if fdl.get_callable(tunnel) is run.SSHTunnel and (not value or value.startswith("<set ")):
+        if not value or value.startswith("<set "):
             raise UserError(f"executor.tunnel.{key} is not set: executor.tunnel=ssh submits through an SSH login host; "
                             f"set executor.tunnel.host=HOST executor.tunnel.job_dir=DIR (a folder on the cluster), "
                             "or submit on the cluster with executor.tunnel=local")

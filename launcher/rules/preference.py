@@ -4,7 +4,6 @@ PreferenceTraining callback. Batches must keep pairs whole; the reference must e
 import fiddle as fdl
 
 from common import transformer_engine
-from common.errors import UserError
 from launcher.validation import View, rule
 
 CALLBACKS = "trainer.callbacks"
@@ -44,13 +43,8 @@ def check_preference(get: View):
 
 def require_reference_to_resume(config, checkpoint) -> None:
     """Full-parameter DPO keeps the starting weights' log-probs in its checkpoints: resuming from one without
-    them (an SFT checkpoint, one saved by another recipe) would score them with the trained weights."""
-    index, callback = _preference_callback(config)
-    if callback is None or checkpoint is None or callback.reference != "precomputed":
-        return
-    if callback.loss is not None and not fdl.get_callable(callback.loss).needs_reference:
-        return
-    from training.preference_steps import missing_reference_table, saved_reference_splits
-
-    if "train" not in saved_reference_splits(checkpoint):
-        raise UserError(missing_reference_table(checkpoint, "train"))
+    them (an SFT checkpoint, one saved by another recipe) would score them with the trained weights. The built
+    callback's own refusal, the one the job runs too (runtime/entry.py)."""
+    _, callback = _preference_callback(config)
+    if callback is not None and checkpoint is not None:
+        fdl.build(callback).refuse_resume_from(checkpoint)

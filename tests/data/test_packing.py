@@ -235,6 +235,11 @@ def test_recipes_datamodule_reads_packed_files(dataset_root, tmp_path, tiny_toke
                                           is_test=True, **datamodule.dataset_kwargs)) > 0  # fmt: skip
 
 
+def input_starts(seq_boundaries: list[int]) -> list[int]:
+    """Where each sequence of a packed row starts among the model inputs: L stored tokens give L - 1 inputs."""
+    return [start - number for number, start in enumerate(seq_boundaries)]
+
+
 def assert_sequences_kept_apart(batch: dict, seq_boundaries: list[int]) -> None:
     """With Transformer Engine, NeMo's THD boundaries; without it (the CPU), the same boundaries as a
     block-diagonal causal mask, the padding at the end of the row a block of its own."""
@@ -243,7 +248,7 @@ def assert_sequences_kept_apart(batch: dict, seq_boundaries: list[int]) -> None:
     from common import transformer_engine
     from data.packed_attention import block_causal_mask
 
-    inputs = [start - number for number, start in enumerate(seq_boundaries)]  # L tokens give L - 1 model inputs
+    inputs = input_starts(seq_boundaries)
     length = batch["tokens"].shape[1]
     starts = inputs + ([length] if inputs[-1] < length else [])
     if transformer_engine.is_installed():
@@ -344,8 +349,8 @@ def test_packed_rows_score_as_their_sequences_padded(packed_chat, nemo):
     packed = packed_dataset.collate_fn([packed_dataset[row]])
     length = packed["tokens"].shape[1]
     assert not set(THD_KEYS) & set(packed) and packed["attention_mask"].shape == (1, 1, length, length)
-    bounds = packed_dataset[row]["seq_boundaries"]  # in stored tokens; a sequence of L tokens is L - 1 inputs
-    starts = [start - number for number, start in enumerate(bounds)]
+    bounds = packed_dataset[row]["seq_boundaries"]  # in stored tokens
+    starts = input_starts(bounds)
     ids = packed_dataset[row]["input_ids"]
     pieces = [list(ids[a:b]) for a, b in zip(bounds, bounds[1:])]
 
